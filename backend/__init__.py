@@ -1,0 +1,1 @@
+"""labelloop backend: HTTP app, Label Studio adapters, SQL store, training jobs, CLI."""

@@ -1,0 +1,162 @@
+"""`labelloop` command line: serve (gunicorn), train (one iteration, for cron), history, db upgrade."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from typing import Any
+
+from backend.config import Settings
+from backend.store import Store
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    from gunicorn.app.base import BaseApplication
+
+    # Migrate once, in the master, before any worker opens the database.
+    Store(settings.resolved_database_url).upgrade()
+
+    class LabelloopGunicorn(BaseApplication):  # type: ignore[misc]
+        def load_config(self) -> None:
+            options = {
+                "bind": f"{args.host}:{args.port}",
+                "workers": args.workers,
+                "threads": args.threads,
+                "worker_class": "gthread" if args.threads > 1 else "sync",
+                "timeout": args.timeout,
+                "graceful_timeout": 10,
+                "accesslog": "-" if args.access_log else None,
+                "errorlog": "-",
+                "loglevel": args.log_level,
+                "proc_name": "labelloop",
+            }
+            for key, value in options.items():
+                if value is not None:
+                    self.cfg.set(key, value)
+
+        def load(self) -> Any:
+            # Runs in each worker after fork: every worker gets its own engine and background threads.
+            from backend.app import create_app
+
+            return create_app(Settings.from_env())
+
+    LabelloopGunicorn().run()
+    return 0
+
+
+def _train(args: argparse.Namespace, settings: Settings) -> int:
+    from backend.app import Services
+
+    store = Store(settings.resolved_database_url)
+    store.upgrade()
+    if store.get_project(args.project) is None:
+        store.ensure_project(args.project, settings.policy)
+    services = Services(settings, store)
+    queued = services.jobs.trigger(args.project, args.trigger, background=False)
+    ran = services.jobs.drain(args.project)
+    if not ran:
+        print(f"project {args.project}: another worker holds the training lease; {queued.version} stays queued "
+              "and runs when it finishes")
+        return 0
+    failed = False
+    for iteration_id in ran:
+        it = store.get_iteration(iteration_id)
+        assert it is not None
+        if it.status == "succeeded":
+            print(f"project {args.project}: {it.version} succeeded: {it.labels_used} labels, "
+                  f"accuracy={_fmt(it.accuracy)} macro_f1={_fmt(it.macro_f1)}, {it.n_pool} tasks scored")
+        else:
+            failed = True
+            print(f"project {args.project}: {it.version} {it.status}: {it.error}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def _history(args: argparse.Namespace, settings: Settings) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    store = Store(settings.resolved_database_url)
+    store.upgrade()
+    iterations = store.iterations(args.project)
+    if args.json:
+        from backend.app import iteration_json
+
+        print(json.dumps([iteration_json(it) for it in iterations], indent=2))
+        return 0
+    project = store.get_project(args.project)
+    title = f"labelloop project {args.project}"
+    if project is not None:
+        title += f" - serving {project.current_version or 'nothing yet'}, strategy {project.strategy}"
+    table = Table(title=title)
+    for column in ("it", "version", "status", "trigger", "labels", "train", "val", "pool", "accuracy",
+                   "macro-F1", "fit s", "finished", "error"):
+        table.add_column(column, overflow="fold")
+    for it in iterations:
+        table.add_row(
+            str(it.number), it.version, it.status, it.trigger,
+            *(str(v) if v is not None else "-" for v in (it.labels_used, it.n_train, it.n_validation, it.n_pool)),
+            _fmt(it.accuracy), _fmt(it.macro_f1), _fmt(it.fit_seconds),
+            it.finished_at.strftime("%Y-%m-%d %H:%M:%S") if it.finished_at else "-",
+            (it.error or "")[:120],
+        )
+    Console().print(table)
+    if not iterations:
+        print(f"project {args.project} has no iterations yet")
+    return 0
+
+
+def _db(args: argparse.Namespace, settings: Settings) -> int:
+    Store(settings.resolved_database_url).upgrade()
+    print(f"database at head: {settings.resolved_database_url.split('@')[-1]}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="labelloop", description="Active-learning ML backend for Label Studio")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="serve the ML-backend protocol under gunicorn")
+    serve.add_argument("--host", default="127.0.0.1", help="bind address (0.0.0.0 to accept remote Label Studio)")
+    serve.add_argument("--port", type=int, default=9090)
+    serve.add_argument("--workers", type=int, default=2)
+    serve.add_argument("--threads", type=int, default=4)
+    serve.add_argument("--timeout", type=int, default=120, help="gunicorn worker timeout (s)")
+    serve.add_argument("--access-log", action="store_true")
+    serve.add_argument("--log-level", default="info")
+    serve.set_defaults(func=_serve)
+
+    train = sub.add_parser("train", help="run one training iteration now, in the foreground (for cron)")
+    train.add_argument("--project", type=int, required=True, help="Label Studio project id")
+    train.add_argument("--trigger", default="cli", help=argparse.SUPPRESS)
+    train.set_defaults(func=_train)
+
+    history = sub.add_parser("history", help="print a project's iterations")
+    history.add_argument("--project", type=int, required=True)
+    history.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    history.set_defaults(func=_history)
+
+    db = sub.add_parser("db", help="database maintenance")
+    db_sub = db.add_subparsers(dest="db_command", required=True)
+    db_sub.add_parser("upgrade", help="apply migrations up to head").set_defaults(func=_db)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        settings = Settings.from_env()
+    except ValueError as exc:
+        print(f"labelloop: {exc}", file=sys.stderr)
+        return 2
+    return int(args.func(args, settings) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,101 @@
+"""Settings read from the environment, once per process.
+
+Everything a serving replica and a training worker must agree on (database, model directory,
+Label Studio address) comes from here; per-project policy (strategy, retrain threshold) is only
+*defaulted* here and then lives in SQL, so every worker sees the same policy.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from model.uncertainty import STRATEGIES
+
+
+class ProjectPolicy(BaseModel):
+    """Per-project knobs. Defaults come from the environment; `/setup` `extra_params` may override.
+
+    Unknown keys are refused so a typo in extra_params is reported instead of silently ignored.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    strategy: str = "margin"
+    retrain_every: int = Field(default=10, ge=1, description="train once this many new labels arrived")
+    retrain_interval_s: int = Field(default=0, ge=0, description="also train every T seconds (0 = off)")
+    validation_fraction: float = Field(default=0.2, ge=0.0, lt=1.0)
+    set_sampling: bool = True
+
+    @field_validator("strategy")
+    @classmethod
+    def _known_strategy(cls, value: str) -> str:
+        if value not in STRATEGIES:
+            raise ValueError(f"unknown strategy {value!r}; choose one of {sorted(STRATEGIES)}")
+        return value
+
+
+class Settings(BaseModel):
+    """Process-wide settings. Build with :meth:`from_env`; tests pass values directly."""
+
+    label_studio_url: str | None = None
+    label_studio_api_key: str | None = None
+    model_dir: Path = Path("var/labelloop")
+    database_url: str | None = None
+    basic_auth_user: str | None = None
+    basic_auth_pass: str | None = None
+    policy: ProjectPolicy = ProjectPolicy()
+    # How long a training lease lasts without a heartbeat: a crashed worker frees the project after this.
+    lease_seconds: int = 120
+    # How often each serving worker looks for due timers and orphaned queued iterations.
+    tick_seconds: float = 5.0
+    # Predictions pushed to Label Studio per API call.
+    push_batch_size: int = 500
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The configured database, or the embedded SQLite file inside MODEL_DIR."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.model_dir / 'labelloop.sqlite3').resolve()}"
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
+        env = dict(os.environ if environ is None else environ)
+
+        def get(name: str) -> str | None:
+            value = env.get(name)
+            return value if value not in (None, "") else None
+
+        policy_raw: dict[str, object] = {}
+        for key, name in [
+            ("strategy", "LABELLOOP_STRATEGY"),
+            ("retrain_every", "LABELLOOP_RETRAIN_EVERY"),
+            ("retrain_interval_s", "LABELLOOP_RETRAIN_INTERVAL"),
+            ("validation_fraction", "LABELLOOP_VALIDATION_FRACTION"),
+            ("set_sampling", "LABELLOOP_SET_SAMPLING"),
+        ]:
+            if get(name) is not None:
+                policy_raw[key] = get(name)
+        try:
+            policy = ProjectPolicy.model_validate(policy_raw)
+        except ValidationError as exc:
+            raise ValueError(f"invalid LABELLOOP_* setting: {exc}") from exc
+
+        raw: dict[str, object] = {
+            "label_studio_url": get("LABEL_STUDIO_URL"),
+            "label_studio_api_key": get("LABEL_STUDIO_API_KEY"),
+            "database_url": get("DATABASE_URL"),
+            "basic_auth_user": get("BASIC_AUTH_USER"),
+            "basic_auth_pass": get("BASIC_AUTH_PASS"),
+            "policy": policy,
+        }
+        if get("MODEL_DIR"):
+            raw["model_dir"] = Path(get("MODEL_DIR"))  # type: ignore[arg-type]
+        if get("LABELLOOP_LEASE_SECONDS"):
+            raw["lease_seconds"] = get("LABELLOOP_LEASE_SECONDS")
+        if get("LABELLOOP_TICK_SECONDS"):
+            raw["tick_seconds"] = get("LABELLOOP_TICK_SECONDS")
+        return cls.model_validate(raw)

@@ -1,0 +1,146 @@
+"""Training jobs: when to train, and making sure only one run per project happens anywhere.
+
+Triggers (webhook threshold, START_TRAINING, timer, CLI) only *queue* an iteration in SQL. Draining
+the queue needs the project's lease, so with many gunicorn workers and training boxes sharing one
+database exactly one of them trains at a time; triggers that arrive meanwhile fold into one queued
+follow-up run. Requests never train: they queue and start a background thread, then return.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Callable
+
+from backend.schema import Iteration
+from backend.store import Store
+from backend.training import IterationRunner
+
+log = logging.getLogger(__name__)
+
+
+def worker_identity() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class Heartbeat:
+    """Renews the lease in the background while a run is in progress."""
+
+    def __init__(self, renew: Callable[[], bool], every: float) -> None:
+        self._renew = renew
+        self._every = every
+        self._stop = threading.Event()
+        self.lost = False
+        self._thread = threading.Thread(target=self._loop, name="labelloop-heartbeat", daemon=True)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self._every):
+            try:
+                if not self._renew():
+                    self.lost = True
+            except Exception:  # a database hiccup: try again next beat, the lease has slack
+                log.exception("lease renewal failed")
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+class TrainingJobs:
+    def __init__(self, store: Store, runner: IterationRunner, lease_seconds: float, owner: str | None = None) -> None:
+        self.store = store
+        self.runner = runner
+        self.lease_seconds = lease_seconds
+        self.owner = owner or worker_identity()
+        self._active: dict[int, threading.Thread] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._ticker: threading.Thread | None = None
+
+    # -- triggers -----------------------------------------------------------------------------
+    def trigger(self, project_id: int, reason: str, background: bool = True) -> Iteration:
+        """Queue a run (or join the queued one) and start draining; returns the queued iteration."""
+        iteration = self.store.request_training(project_id, reason)
+        if background:
+            self.kick(project_id)
+        return iteration
+
+    def kick(self, project_id: int) -> None:
+        """Drain the project's queue in a background thread, unless this process already is."""
+        with self._lock:
+            thread = self._active.get(project_id)
+            if thread is not None and thread.is_alive():
+                return
+            thread = threading.Thread(
+                target=self._drain_logged, args=(project_id,), name=f"labelloop-train-{project_id}", daemon=True
+            )
+            self._active[project_id] = thread
+            thread.start()
+
+    def _drain_logged(self, project_id: int) -> None:
+        try:
+            self.drain(project_id)
+        except Exception:
+            log.exception("training drain for project %s crashed", project_id)
+
+    def drain(self, project_id: int) -> list[int]:
+        """Run queued iterations while holding the lease; returns the ids this call ran.
+
+        Release-then-recheck closes the race with a trigger that queued a run while we held the
+        lease: that trigger's own attempt to take the lease failed, so we must look again.
+        """
+        ran: list[int] = []
+        while not self._stop.is_set():
+            if not self.store.acquire_lease(project_id, self.owner, self.lease_seconds):
+                return ran
+            try:
+                with Heartbeat(self._renew(project_id), self.lease_seconds / 4) as beat:
+                    while not self._stop.is_set():
+                        iteration = self.store.start_next_queued(project_id, self.owner)
+                        if iteration is None:
+                            break
+                        log.info("project %s: training %s (%s)", project_id, iteration.version, iteration.trigger)
+                        self.runner.run(iteration, still_owner=lambda b=beat: not b.lost and self._renew(project_id)())
+                        ran.append(iteration.id)
+            finally:
+                self.store.release_lease(project_id, self.owner)
+            if not self.store.has_queued(project_id):
+                return ran
+        return ran
+
+    def _renew(self, project_id: int) -> Callable[[], bool]:
+        return lambda: self.store.renew_lease(project_id, self.owner, self.lease_seconds)
+
+    # -- periodic work ------------------------------------------------------------------------
+    def tick(self) -> None:
+        """Queue timer-due runs and pick up queued runs nobody is draining (e.g. after a restart)."""
+        for project_id in self.store.projects_due_by_timer():
+            self.trigger(project_id, "timer")
+        for project_id in self.store.projects_with_queued():
+            self.kick(project_id)
+
+    def start_ticker(self, every: float) -> None:
+        if self._ticker is not None:
+            return
+
+        def loop() -> None:
+            while not self._stop.wait(every):
+                try:
+                    self.tick()
+                except Exception:
+                    log.exception("training ticker failed")
+
+        self._ticker = threading.Thread(target=loop, name="labelloop-ticker", daemon=True)
+        self._ticker.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        for thread in list(self._active.values()):
+            thread.join(timeout=timeout)

@@ -1,0 +1,81 @@
+"""The Label Studio API as the training loop needs it, through label-studio-sdk 2.x.
+
+Kept narrow on purpose: read all tasks (with annotations), push predictions in bulk, and point the
+project at a new model version. Errors surface as `LabelStudioError` with the step that failed, so an
+iteration can be marked failed with a reason a person can act on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+from label_studio_sdk import LabelStudio
+
+
+class LabelStudioError(RuntimeError):
+    """Label Studio was unreachable or answered an error during a step of training."""
+
+
+def _dump(item: Any) -> dict[str, Any]:
+    if isinstance(item, dict):
+        return item
+    return item.model_dump(mode="json") if hasattr(item, "model_dump") else dict(item)
+
+
+class LabelStudioGateway:
+    def __init__(self, url: str, api_key: str, timeout: float = 60.0) -> None:
+        if not url or not api_key:
+            raise LabelStudioError(
+                "no Label Studio to talk to: set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY "
+                "(or connect the backend from Label Studio so /setup provides them)"
+            )
+        self.url = url.rstrip("/")
+        self.client = LabelStudio(base_url=self.url, api_key=api_key, timeout=timeout)
+
+    def auth_headers(self) -> Mapping[str, str]:
+        """Headers that authenticate file downloads (/data/upload/...) the way the SDK authenticates.
+
+        The SDK resolves legacy tokens vs. personal access tokens (refresh -> access) itself; reuse it
+        rather than re-implementing the token exchange.
+        """
+        headers = self.client._client_wrapper.get_headers()  # noqa: SLF001 - the SDK has no public accessor
+        return {"Authorization": headers["Authorization"]} if "Authorization" in headers else {}
+
+    def iter_tasks(self, project_id: int, page_size: int = 500) -> Iterator[dict[str, Any]]:
+        """Every task of the project with its annotations, all pages."""
+        try:
+            for task in self.client.tasks.list(project=project_id, fields="all", page_size=page_size):
+                yield _dump(task)
+        except Exception as exc:  # the SDK raises ApiError, httpx errors, ...
+            raise LabelStudioError(f"reading tasks of project {project_id} failed: {exc}") from exc
+
+    def label_config(self, project_id: int) -> str:
+        try:
+            return self.client.projects.get(id=project_id).label_config or ""
+        except Exception as exc:
+            raise LabelStudioError(f"reading project {project_id} failed: {exc}") from exc
+
+    def import_predictions(self, project_id: int, predictions: Sequence[dict[str, Any]], batch_size: int) -> int:
+        """Push predictions ({task, result, score, model_version}) in batches; returns how many."""
+        pushed = 0
+        for start in range(0, len(predictions), batch_size):
+            chunk = list(predictions[start : start + batch_size])
+            try:
+                self.client.projects.import_predictions(id=project_id, request=chunk)
+            except Exception as exc:
+                raise LabelStudioError(
+                    f"pushing predictions {start}..{start + len(chunk)} to project {project_id} failed: {exc}"
+                ) from exc
+            pushed += len(chunk)
+        return pushed
+
+    def publish_version(self, project_id: int, version: str, uncertainty_sampling: bool) -> None:
+        """Make Label Studio use `version`'s predictions (and order the queue by their score)."""
+        fields: dict[str, Any] = {"model_version": version}
+        if uncertainty_sampling:
+            fields["sampling"] = "Uncertainty sampling"
+        try:
+            self.client.projects.update(id=project_id, **fields)
+        except Exception as exc:
+            raise LabelStudioError(f"setting model_version={version} on project {project_id} failed: {exc}") from exc

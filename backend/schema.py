@@ -1,0 +1,153 @@
+"""The SQL history: typed SQLAlchemy 2 models. Alembic migrations in backend/migrations mirror them.
+
+Everything workers must share lives here rather than in process memory: the project's current model
+version, its retraining counter and policy, and the training lease that keeps one run per project.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime: DateTime(timezone=True), dict[str, Any]: JSON}
+
+
+class Project(Base):
+    """One Label Studio project, keyed by Label Studio's own project id."""
+
+    __tablename__ = "projects"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    label_config: Mapped[str] = mapped_column(Text, default="")
+    # Where to reach Label Studio when the environment names none (from /setup's hostname/access_token).
+    label_studio_url: Mapped[str | None] = mapped_column(String(500))
+    label_studio_token: Mapped[str | None] = mapped_column(String(2000))
+    # Policy, defaulted from the environment, overridable through /setup extra_params.
+    strategy: Mapped[str] = mapped_column(String(50))
+    retrain_every: Mapped[int] = mapped_column(Integer)
+    retrain_interval_s: Mapped[int] = mapped_column(Integer, default=0)
+    validation_fraction: Mapped[float] = mapped_column(Float)
+    set_sampling: Mapped[bool] = mapped_column(Boolean, default=True)
+    # New labels since the last iteration started; compared with retrain_every.
+    labels_since_iteration: Mapped[int] = mapped_column(Integer, default=0)
+    # The version every worker serves; switched only after a whole iteration succeeded.
+    current_version: Mapped[str | None] = mapped_column(String(100))
+    current_iteration_id: Mapped[int | None] = mapped_column(Integer)
+    # Training lease: at most one holder per project across processes and machines.
+    lease_owner: Mapped[str | None] = mapped_column(String(200))
+    lease_expires_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    iterations: Mapped[list[Iteration]] = relationship(back_populates="project", order_by="Iteration.number")
+
+
+class Event(Base):
+    """Every webhook received, recorded before it is acted on."""
+
+    __tablename__ = "events"
+    __table_args__ = (Index("ix_events_project_received", "project_id", "received_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project_id: Mapped[int | None] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    action: Mapped[str] = mapped_column(String(100))
+    annotation_id: Mapped[int | None] = mapped_column(Integer)
+    task_id: Mapped[int | None] = mapped_column(Integer)
+    # How many new labels this event counted towards the retraining threshold.
+    n_labels: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+    payload: Mapped[dict[str, Any] | None]
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Iteration(Base):
+    """One training round: queued -> running -> succeeded | failed."""
+
+    __tablename__ = "iterations"
+    __table_args__ = (
+        UniqueConstraint("project_id", "number", name="uq_iterations_project_number"),
+        Index("ix_iterations_project_status", "project_id", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    number: Mapped[int] = mapped_column(Integer)
+    version: Mapped[str] = mapped_column(String(100))
+    status: Mapped[str] = mapped_column(String(20), default="queued")
+    trigger: Mapped[str] = mapped_column(String(50))
+    error: Mapped[str | None] = mapped_column(Text)
+    worker: Mapped[str | None] = mapped_column(String(200))
+    queued_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    labels_used: Mapped[int | None] = mapped_column(Integer)
+    n_train: Mapped[int | None] = mapped_column(Integer)
+    n_validation: Mapped[int | None] = mapped_column(Integer)
+    n_pool: Mapped[int | None] = mapped_column(Integer)
+    n_skipped: Mapped[int | None] = mapped_column(Integer)
+    strategy: Mapped[str | None] = mapped_column(String(50))
+    accuracy: Mapped[float | None] = mapped_column(Float)
+    macro_f1: Mapped[float | None] = mapped_column(Float)
+    # {"per_class": {label: {precision, recall, f1, support}}, "skipped": [...], ...}
+    metrics: Mapped[dict[str, Any] | None]
+    fit_seconds: Mapped[float | None] = mapped_column(Float)
+    artifact: Mapped[str | None] = mapped_column(String(500))
+
+    project: Mapped[Project] = relationship(back_populates="iterations")
+    scores: Mapped[list[TaskScore]] = relationship(back_populates="iteration", cascade="all, delete-orphan")
+
+
+class TaskScore(Base):
+    """What an iteration said about each unlabelled task, and where it put it in the queue."""
+
+    __tablename__ = "task_scores"
+    __table_args__ = (Index("ix_task_scores_iteration_rank", "iteration_id", "rank"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    iteration_id: Mapped[int] = mapped_column(ForeignKey("iterations.id", ondelete="CASCADE"))
+    task_id: Mapped[int] = mapped_column(Integer)
+    predicted: Mapped[str] = mapped_column(String(1000))  # JSON list of labels
+    score: Mapped[float] = mapped_column(Float)  # confidence pushed to Label Studio (lower = served first)
+    uncertainty: Mapped[float] = mapped_column(Float)
+    difficulty: Mapped[str] = mapped_column(String(10))
+    rank: Mapped[int] = mapped_column(Integer)  # 1 = served first
+
+    iteration: Mapped[Iteration] = relationship(back_populates="scores")
+
+
+class Artifact(Base):
+    """The fitted model of a succeeded iteration, in skops format.
+
+    Kept in the database (not only on a local disk) so a serving replica on another machine can load
+    what a training worker produced; MODEL_DIR holds a local cache written by temp file + rename.
+    """
+
+    __tablename__ = "artifacts"
+
+    iteration_id: Mapped[int] = mapped_column(
+        ForeignKey("iterations.id", ondelete="CASCADE"), primary_key=True, autoincrement=False
+    )
+    sha256: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(Integer)
+    data: Mapped[bytes] = mapped_column(LargeBinary)

@@ -1,0 +1,1 @@
+"""labelloop model layer: pure machine learning, arrays in, arrays out."""

@@ -1,0 +1,131 @@
+"""The whole loop against a real Label Studio 1.23.2 and labelloop under gunicorn with 2 workers.
+
+connect (health + setup) -> label through the SDK -> webhooks -> a training iteration in SQL ->
+Label Studio holds predictions of the new version for every unlabelled task -> /next serves the
+lowest score -> "Retrieve predictions" stores predictions made by /predict -> cron-style `train`.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import requests
+
+CONFIG = ('<View><Text name="text" value="$text"/><Choices name="sentiment" toName="text">'
+          '<Choice value="pos"/><Choice value="neg"/></Choices></View>')
+POS = ["great", "lovely", "excellent", "wonderful", "superb", "delightful", "fantastic", "brilliant"]
+NEG = ["awful", "terrible", "horrible", "dreadful", "dull", "tedious", "boring", "broken"]
+REPO = Path(__file__).resolve().parents[2]
+
+
+def review(i: int) -> tuple[str, str]:
+    label = "pos" if i % 2 == 0 else "neg"
+    words = POS if label == "pos" else NEG
+    return f"review {i}: a {words[i % 8]} and {words[(i * 3 + 1) % 8]} film", label
+
+
+def choice(label: str) -> list[dict]:
+    return [{"from_name": "sentiment", "to_name": "text", "type": "choices", "value": {"choices": [label]}}]
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.5):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def iterations(server, project_id: int) -> list[dict]:
+    resp = requests.get(f"{server.url}/projects/{project_id}/iterations", timeout=10)
+    return resp.json()["iterations"] if resp.status_code == 200 else []
+
+
+@pytest.mark.parametrize("database", ["postgresql", "sqlite"])
+def test_active_learning_loop(label_studio, backend_server_factory, tmp_path, database) -> None:
+    ls = label_studio.client()
+    project = ls.projects.create(title=f"loop-{uuid.uuid4().hex[:6]}", label_config=CONFIG)
+    texts = [review(i) for i in range(40)]
+    ls.projects.import_tasks(id=project.id, request=[{"text": t} for t, _ in texts])
+    tasks = sorted(ls.tasks.list(project=project.id), key=lambda t: t.id)
+    label_of = {t.id: dict(texts)[t.data["text"]] for t in tasks}
+
+    env = {"LABELLOOP_RETRAIN_EVERY": "8", "LABELLOOP_TICK_SECONDS": "1"}
+    if database == "sqlite":
+        env["DATABASE_URL"] = f"sqlite:///{tmp_path / 'labelloop.sqlite3'}"
+    server = backend_server_factory(env)
+
+    # Connect: Label Studio calls /health and /setup; the project is now known to the backend.
+    ml = ls.ml.create(url=server.url, project=project.id, title="labelloop", is_interactive=False)
+    assert ls.ml.get(id=ml.id).state == "CO"
+    known = requests.get(f"{server.url}/projects/{project.id}/iterations", timeout=10).json()
+    assert known["iterations"] == [] and known["current_version"] is None
+
+    # No model yet: "Retrieve predictions" asks /predict, which answers with no predictions.
+    ls.actions.create(id="retrieve_tasks_predictions", project=project.id,
+                      selected_items={"all": True, "excluded": []})
+    assert list(ls.predictions.list(project=project.id)) == []
+
+    # Label 8 tasks through the SDK: the webhooks reach the backend and the 8th queues it-1.
+    labelled = [t.id for t in tasks[:8]]
+    for tid in labelled:
+        ls.annotations.create(id=tid, result=choice(label_of[tid]))
+    done = wait_for(lambda: [i for i in iterations(server, project.id) if i["status"] in ("succeeded", "failed")],
+                    180, "the first iteration")
+    first = done[0]
+    assert first["status"] == "succeeded", first["error"]
+    assert first["version"] == "it-1" and first["labels_used"] == 8
+    assert first["n_train"] + first["n_validation"] == 8 and first["n_pool"] == 32
+    assert first["metrics"]["per_class"].keys() == {"pos", "neg"} or first["n_validation"] == 0
+
+    # Label Studio now holds an it-1 prediction for every unlabelled task and serves by its score.
+    proj = ls.projects.get(id=project.id)
+    assert proj.model_version == "it-1" and proj.sampling == "Uncertainty sampling"
+    preds = [p for p in ls.predictions.list(project=project.id) if p.model_version == "it-1"]
+    unlabelled = {t.id for t in tasks} - set(labelled)
+    assert {p.task for p in preds} == unlabelled
+    assert all(0.0 <= p.score <= 1.0 for p in preds)
+    lowest = min(preds, key=lambda p: p.score)
+    assert sum(1 for p in preds if p.score == lowest.score) == 1, "tie at the lowest score: test data too regular"
+    nxt = requests.get(f"{label_studio.url}/api/projects/{project.id}/next", headers=label_studio.headers,
+                       timeout=30)
+    assert nxt.status_code == 200 and nxt.json()["id"] == lowest.task
+    top = requests.get(f"{server.url}/projects/{project.id}/iterations/1/scores?limit=1", timeout=10).json()
+    assert top["scores"][0]["task_id"] == lowest.task and top["scores"][0]["rank"] == 1
+
+    # New tasks arrive after training: "Retrieve predictions" goes through gunicorn's /predict.
+    new = ls.projects.import_tasks(id=project.id, request=[{"text": "a superb and delightful film"},
+                                                            {"text": "a dull, tedious and broken film"}])
+    new_ids = sorted(t.id for t in ls.tasks.list(project=project.id) if t.id not in label_of)
+    assert len(new_ids) == 2, new
+    ls.actions.create(id="retrieve_tasks_predictions", project=project.id,
+                      selected_items={"all": False, "included": new_ids})
+    for tid in new_ids:
+        stored = [p for p in ls.predictions.list(task=tid) if p.model_version == "it-1"]
+        assert len(stored) == 1, f"task {tid}: {stored}"
+        assert stored[0].result[0]["value"]["choices"] in (["pos"], ["neg"])
+        assert stored[0].result[0]["from_name"] == "sentiment" and 0.0 <= stored[0].score <= 1.0
+
+    # Bad input through gunicorn: a clear 400 naming the field, and the server keeps serving.
+    bad = requests.post(f"{server.url}/predict", json={"project": f"{project.id}.1", "tasks": [{"data": {}}]},
+                        timeout=10)
+    assert bad.status_code == 400 and bad.json()["field"] == "tasks[0].data.text"
+    assert requests.get(f"{server.url}/health", timeout=5).status_code == 200
+
+    # Cron path: `labelloop train --project` runs one iteration in the foreground.
+    out = subprocess.run(
+        [sys.executable, "-m", "backend.cli", "train", "--project", str(project.id)],
+        env={**os.environ, **server.env}, cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    assert out.returncode == 0, out.stderr + out.stdout
+    assert "it-2 succeeded" in out.stdout
+    assert [i["version"] for i in iterations(server, project.id)] == ["it-1", "it-2"]
+    assert ls.projects.get(id=project.id).model_version == "it-2"

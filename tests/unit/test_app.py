@@ -1,0 +1,238 @@
+"""The Flask app in-process, with a fake Label Studio gateway (fast). The real thing is in integration/."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from backend.app import create_app
+from backend.config import ProjectPolicy, Settings
+from backend.labelstudio import LabelStudioError
+
+CONFIG = ('<View><Text name="text" value="$text"/><Choices name="sentiment" toName="text">'
+          '<Choice value="pos"/><Choice value="neg"/></Choices></View>')
+POS = ["great", "lovely", "excellent", "wonderful", "superb", "happy", "fantastic", "brilliant"]
+NEG = ["awful", "terrible", "horrible", "dreadful", "bad", "sad", "boring", "broken"]
+
+
+def make_tasks(n_labelled: int, n_pool: int) -> list[dict[str, Any]]:
+    tasks = []
+    for i in range(n_labelled + n_pool):
+        label = "pos" if i % 2 == 0 else "neg"
+        word = (POS if label == "pos" else NEG)[i % 8]
+        task: dict[str, Any] = {"id": 100 + i, "data": {"text": f"a {word} film, really {word}"}, "annotations": []}
+        if i < n_labelled:
+            task["annotations"] = [{"id": 1000 + i, "result": [
+                {"from_name": "sentiment", "to_name": "text", "type": "choices", "value": {"choices": [label]}}]}]
+        tasks.append(task)
+    return tasks
+
+
+class FakeGateway:
+    url = "http://label-studio.invalid"
+
+    def __init__(self, tasks: list[dict[str, Any]]) -> None:
+        self.tasks = tasks
+        self.pushed: list[dict[str, Any]] = []
+        self.published: list[tuple[int, str, bool]] = []
+        self.fail_push = False
+
+    def auth_headers(self) -> dict[str, str]:
+        return {}
+
+    def iter_tasks(self, project_id: int):
+        yield from self.tasks
+
+    def label_config(self, project_id: int) -> str:
+        return CONFIG
+
+    def import_predictions(self, project_id: int, predictions, batch_size: int) -> int:
+        if self.fail_push:
+            raise LabelStudioError("pushing predictions failed: connection refused")
+        self.pushed.extend(predictions)
+        return len(predictions)
+
+    def publish_version(self, project_id: int, version: str, uncertainty_sampling: bool) -> None:
+        self.published.append((project_id, version, uncertainty_sampling))
+
+
+@pytest.fixture
+def app_env(tmp_path):
+    settings = Settings(
+        model_dir=tmp_path / "models",
+        database_url=f"sqlite:///{tmp_path / 'db.sqlite3'}",
+        policy=ProjectPolicy(retrain_every=3, validation_fraction=0.25),
+        label_studio_url="http://label-studio.invalid",
+        label_studio_api_key="x" * 40,
+    )
+    app = create_app(settings, start_jobs=False, migrate=True)
+    services = app.extensions["labelloop"]
+    gateway = FakeGateway(make_tasks(24, 10))
+    services.gateway_for = lambda project: gateway
+    yield app.test_client(), services, gateway
+    services.jobs.stop()
+    services.store.dispose()
+
+
+def setup_project(client, project: str = "1.1700000000", **extra) -> Any:
+    body: dict[str, Any] = {"project": project, "schema": CONFIG, "hostname": "http://x", "access_token": "t"}
+    body.update(extra)
+    return client.post("/setup", json=body)
+
+
+def wait_for_iteration(services, project_id: int, number: int, timeout: float = 60.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        its = [it for it in services.store.iterations(project_id) if it.number == number]
+        if its and its[0].status in ("succeeded", "failed"):
+            return its[0]
+        time.sleep(0.05)
+    raise AssertionError(f"iteration {number} did not finish: {services.store.iterations(project_id)}")
+
+
+def annotation_event(task_id: int, label: str, action: str = "ANNOTATION_CREATED") -> dict[str, Any]:
+    return {
+        "action": action,
+        "project": {"id": 1, "label_config": CONFIG},
+        "task": {"id": task_id, "data": {"text": "x"}},
+        "annotation": {"id": task_id * 10, "task": task_id, "was_cancelled": False, "result": [
+            {"from_name": "sentiment", "to_name": "text", "type": "choices", "value": {"choices": [label]}}]},
+    }
+
+
+def test_health(app_env) -> None:
+    client, _, _ = app_env
+    assert client.get("/health").get_json()["status"] == "UP"
+
+
+def test_setup_accepts_supported_and_names_unsupported_tags(app_env) -> None:
+    client, services, _ = app_env
+    resp = setup_project(client)
+    assert resp.status_code == 200 and resp.get_json() == {"model_version": "untrained"}
+    assert services.store.get_project(1).label_config == CONFIG
+    bad = client.post("/setup", json={"project": "2.1", "schema": '<View><Text name="t" value="$t"/>'
+                                      '<Labels name="ner" toName="t"><Label value="P"/></Labels></View>'})
+    assert bad.status_code == 422 and '<Labels name="ner">' in bad.get_json()["error"]
+
+
+def test_setup_extra_params_set_policy_and_bad_ones_are_named(app_env) -> None:
+    client, services, _ = app_env
+    assert setup_project(client, extra_params='{"strategy": "entropy", "retrain_every": 5}').status_code == 200
+    project = services.store.get_project(1)
+    assert (project.strategy, project.retrain_every) == ("entropy", 5)
+    resp = setup_project(client, extra_params={"strategy": "vibes"})
+    assert resp.status_code == 400 and resp.get_json()["field"] == "extra_params.strategy"
+    resp = setup_project(client, extra_params={"retrain_evry": 5})
+    assert resp.status_code == 400 and resp.get_json()["field"] == "extra_params.retrain_evry"
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        (b"{not json", "body"),
+        (b'{"project": "1.1"}', "tasks"),
+        (b'{"project": "1.1", "tasks": "nope"}', "tasks"),
+        (b'{"project": "1.1", "tasks": [{"id": 5, "data": {"body": "hi"}}]}', "tasks[0].data.text"),
+    ],
+)
+def test_predict_bad_input_is_400_naming_the_field(app_env, body: bytes, field: str) -> None:
+    client, _, _ = app_env
+    setup_project(client)
+    resp = client.post("/predict", data=body, content_type="application/json")
+    assert resp.status_code == 400
+    assert resp.get_json()["field"] == field
+
+
+def test_predict_before_first_model_returns_no_predictions(app_env) -> None:
+    client, _, _ = app_env
+    setup_project(client)
+    resp = client.post("/predict", json={"project": "1.1", "tasks": [{"id": 1, "data": {"text": "hello"}}]})
+    assert resp.status_code == 200 and resp.get_json()["results"] == []
+
+
+def test_webhooks_train_after_n_labels_then_predict_serves_the_new_version(app_env) -> None:
+    client, services, gateway = app_env
+    setup_project(client)
+    for i, label in enumerate(["pos", "neg"]):
+        resp = client.post("/webhook", json=annotation_event(100 + i, label))
+        assert resp.status_code == 200 and resp.get_json()["queued"] is None
+    resp = client.post("/webhook", json=annotation_event(102, "pos"))
+    assert resp.get_json()["queued"] == "it-1"
+    it = wait_for_iteration(services, 1, 1)
+    assert it.status == "succeeded", it.error
+    assert it.labels_used == 24 and it.n_pool == 10 and it.n_train + it.n_validation == 24
+    assert it.accuracy is not None and "pos" in it.metrics["per_class"]
+    # The whole pool went to Label Studio with the new version, and the project was switched to it.
+    assert sorted(p["task"] for p in gateway.pushed) == list(range(124, 134))
+    assert {p["model_version"] for p in gateway.pushed} == {"it-1"}
+    assert all(0.0 <= p["score"] <= 1.0 for p in gateway.pushed)
+    assert gateway.published == [(1, "it-1", True)]
+    scores = client.get("/projects/1/iterations/1/scores").get_json()["scores"]
+    assert [s["rank"] for s in scores] == list(range(1, 11))
+    assert scores == sorted(scores, key=lambda s: s["score"])
+    # Serving: every worker now answers with it-1.
+    resp = client.post("/predict", json={"project": "1.1", "tasks": [
+        {"id": 1, "data": {"text": "a superb and wonderful film"}}, {"id": 2, "data": {"text": "awful, terrible"}}]})
+    body = resp.get_json()
+    assert body["model_version"] == "it-1" and len(body["results"]) == 2
+    assert body["results"][0]["result"][0]["value"]["choices"] == ["pos"]
+    assert body["results"][1]["result"][0]["value"]["choices"] == ["neg"]
+    assert client.post("/setup", json={"project": "1.1", "schema": CONFIG}).get_json()["model_version"] == "it-1"
+    assert client.get("/versions").get_json()["versions"] == ["it-1"]
+    history = client.get("/projects/1/iterations").get_json()
+    assert [i["version"] for i in history["iterations"]] == ["it-1"]
+    assert [e.action for e in services.store.events(1)] == ["ANNOTATION_CREATED"] * 3
+
+
+def test_start_training_always_trains(app_env) -> None:
+    client, services, _ = app_env
+    setup_project(client)
+    resp = client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 1}})
+    assert resp.status_code == 200 and resp.get_json()["queued"] == "it-1"
+    assert wait_for_iteration(services, 1, 1).status == "succeeded"
+
+
+def test_label_not_in_config_is_400_and_the_event_is_kept(app_env) -> None:
+    client, services, _ = app_env
+    setup_project(client)
+    resp = client.post("/webhook", json=annotation_event(100, "meh"))
+    assert resp.status_code == 400
+    assert resp.get_json()["field"] == "annotation.result[0].value.choices"
+    events = services.store.events(1)
+    assert len(events) == 1 and "meh" in events[0].error and events[0].n_labels == 0
+
+
+def test_other_events_are_recorded_and_acknowledged(app_env) -> None:
+    client, services, _ = app_env
+    resp = client.post("/webhook", json={"action": "TASKS_CREATED", "project": {"id": 9, "label_config": CONFIG},
+                                         "tasks": [{"id": 1}]})
+    assert resp.status_code == 200
+    assert [e.action for e in services.store.events(9)] == ["TASKS_CREATED"]
+    assert client.post("/webhook", json={"project": {"id": 9}}).status_code == 400
+
+
+def test_label_studio_failure_marks_the_iteration_failed_and_keeps_serving(app_env) -> None:
+    client, services, gateway = app_env
+    setup_project(client)
+    client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 1}})
+    assert wait_for_iteration(services, 1, 1).status == "succeeded"
+    gateway.fail_push = True
+    client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 1}})
+    failed = wait_for_iteration(services, 1, 2)
+    assert failed.status == "failed" and "connection refused" in failed.error
+    resp = client.post("/predict", json={"project": "1.1", "tasks": [{"id": 1, "data": {"text": "superb"}}]})
+    assert resp.get_json()["model_version"] == "it-1" and len(resp.get_json()["results"]) == 1
+
+
+def test_basic_auth_guards_every_route(tmp_path) -> None:
+    settings = Settings(model_dir=tmp_path, database_url=f"sqlite:///{tmp_path / 'db.sqlite3'}",
+                        basic_auth_user="ml", basic_auth_pass="s3cret")
+    app = create_app(settings, start_jobs=False, migrate=True)
+    client = app.test_client()
+    assert client.get("/health").status_code == 401
+    assert client.post("/predict", json={}).status_code == 401
+    assert client.get("/health", auth=("ml", "wrong")).status_code == 401
+    assert client.get("/health", auth=("ml", "s3cret")).status_code == 200
+    app.extensions["labelloop"].store.dispose()

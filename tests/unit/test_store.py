@@ -1,0 +1,141 @@
+"""The SQL store on SQLite and on a real PostgreSQL: migrations, folding triggers, the lease."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+
+from backend.config import ProjectPolicy
+from backend.schema import Base, utcnow
+from backend.store import Store
+
+POLICY = ProjectPolicy(retrain_every=3)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request, tmp_path):
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'db.sqlite3'}"
+    else:
+        url = request.getfixturevalue("postgres_url")
+    s = Store(url)
+    s.upgrade()
+    yield s
+    s.dispose()
+
+
+def test_migrations_match_the_models(store: Store) -> None:
+    store.upgrade()  # idempotent
+    with store.engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata)
+    assert diff == []
+
+
+def test_events_count_labels_and_survive_a_new_store(store: Store) -> None:
+    store.ensure_project(7, POLICY, label_config="<View/>")
+    assert store.record_event(7, "ANNOTATION_CREATED", annotation_id=1, task_id=2, n_labels=1) == 1
+    assert store.record_event(7, "ANNOTATIONS_CREATED", n_labels=4, payload={"a": [1]}) == 5
+    assert store.record_event(7, "PROJECT_UPDATED") == 5
+    again = Store(store.url)  # "restart": counters live in SQL, not in memory
+    assert again.get_project(7).labels_since_iteration == 5
+    assert [e.action for e in again.events(7)] == ["ANNOTATION_CREATED", "ANNOTATIONS_CREATED", "PROJECT_UPDATED"]
+    again.dispose()
+
+
+def test_triggers_fold_into_one_queued_iteration(store: Store) -> None:
+    store.ensure_project(1, POLICY)
+    first = store.request_training(1, "labels")
+    second = store.request_training(1, "START_TRAINING")
+    assert (first.id, first.version) == (second.id, "it-1")
+    assert store.acquire_lease(1, "w1", 60)
+    running = store.start_next_queued(1, "w1")
+    assert running.id == first.id and running.status == "running"
+    follow_up = store.request_training(1, "labels")
+    assert follow_up.version == "it-2" and follow_up.status == "queued"
+
+
+def test_concurrent_requests_queue_exactly_one(store: Store) -> None:
+    store.ensure_project(2, POLICY)
+    results: list[int] = []
+    errors: list[BaseException] = []
+
+    def request() -> None:
+        try:
+            results.append(store.request_training(2, "labels").id)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=request) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert len(set(results)) == 1
+    assert [it.status for it in store.iterations(2)] == ["queued"]
+
+
+def test_lease_is_exclusive_and_expires(store: Store) -> None:
+    store.ensure_project(3, POLICY)
+    store.request_training(3, "cli")
+    assert store.acquire_lease(3, "a", 60)
+    assert not store.acquire_lease(3, "b", 60)
+    it = store.start_next_queued(3, "a")
+    assert store.renew_lease(3, "a", 60) and not store.renew_lease(3, "b", 60)
+    # "a" dies: make its lease stale; "b" takes over and the orphaned run is marked failed.
+    with store.session() as s:
+        from backend.schema import Project
+
+        s.get(Project, 3).lease_expires_at = utcnow() - timedelta(seconds=1)
+    assert store.acquire_lease(3, "b", 60)
+    assert store.get_iteration(it.id).status == "failed"
+    assert "lease expired" in store.get_iteration(it.id).error
+    store.release_lease(3, "a")  # not the owner: no effect
+    assert not store.acquire_lease(3, "a", 60)
+    store.release_lease(3, "b")
+    assert store.acquire_lease(3, "a", 60)
+
+
+def test_succeed_publishes_version_scores_and_artifact(store: Store) -> None:
+    store.ensure_project(4, POLICY, label_config="<View/>")
+    store.request_training(4, "cli")
+    store.acquire_lease(4, "w", 60)
+    it = store.start_next_queued(4, "w")
+    scores = [
+        {"task_id": 10, "predicted": ["pos"], "score": 0.9, "uncertainty": 0.1, "difficulty": "easy", "rank": 2},
+        {"task_id": 11, "predicted": ["neg"], "score": 0.2, "uncertainty": 0.8, "difficulty": "hard", "rank": 1},
+    ]
+    store.succeed_iteration(it.id, artifact=b"\x00model", artifact_name="it-1.skops", scores=scores,
+                            labels_used=5, accuracy=0.8, metrics={"per_class": {}})
+    state = store.serving_state(4)
+    assert (state.version, state.iteration_id) == ("it-1", it.id)
+    assert [r.task_id for r in store.task_scores(it.id)] == [11, 10]
+    assert store.artifact(it.id).data == b"\x00model"
+    assert store.versions(4) == ["it-1"]
+
+
+def test_failed_iteration_keeps_serving_the_last_good_version(store: Store) -> None:
+    store.ensure_project(5, POLICY)
+    store.request_training(5, "cli")
+    store.acquire_lease(5, "w", 60)
+    good = store.start_next_queued(5, "w")
+    store.succeed_iteration(good.id, artifact=b"m", artifact_name="x", scores=[])
+    store.request_training(5, "cli")
+    bad = store.start_next_queued(5, "w")
+    store.fail_iteration(bad.id, "LabelStudioError: unreachable")
+    assert store.serving_state(5).version == "it-1"
+    assert [i.status for i in store.iterations(5)] == ["succeeded", "failed"]
+
+
+def test_timer_due_only_with_new_labels_and_elapsed_interval(store: Store) -> None:
+    store.ensure_project(6, POLICY.model_copy(update={"retrain_interval_s": 60}))
+    assert store.projects_due_by_timer() == []  # no new labels
+    store.record_event(6, "ANNOTATION_CREATED", n_labels=1)
+    assert store.projects_due_by_timer() == [6]
+    store.request_training(6, "timer")
+    assert store.projects_due_by_timer() == []
+    assert store.projects_due_by_timer(now=utcnow() + timedelta(seconds=61)) == [6]
