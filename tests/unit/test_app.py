@@ -236,3 +236,54 @@ def test_basic_auth_guards_every_route(tmp_path) -> None:
     assert client.get("/health", auth=("ml", "wrong")).status_code == 401
     assert client.get("/health", auth=("ml", "s3cret")).status_code == 200
     app.extensions["labelloop"].store.dispose()
+
+
+def test_timer_trains_when_labels_arrived_and_interval_passed(app_env) -> None:
+    client, services, _ = app_env
+    setup_project(client, extra_params={"retrain_interval_s": 1, "retrain_every": 1000})
+    services.jobs.tick()
+    assert services.store.iterations(1) == []  # no new labels: the timer has nothing to do
+    client.post("/webhook", json=annotation_event(100, "pos"))
+    services.jobs.tick()
+    it = wait_for_iteration(services, 1, 1)
+    assert it.status == "succeeded" and it.trigger == "timer"
+
+
+def test_crash_while_saving_the_model_keeps_the_last_good_version(app_env, monkeypatch) -> None:
+    client, services, gateway = app_env
+    setup_project(client)
+    client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 1}})
+    assert wait_for_iteration(services, 1, 1).status == "succeeded"
+    files_before = sorted(p.name for p in services.models.path(1, "it-1").parent.iterdir())
+
+    def disk_full(data: bytes) -> bytes:
+        raise OSError(28, "No space left on device")
+
+    import backend.model_store as model_store
+
+    real_dumps = model_store.persistence.dumps
+    monkeypatch.setattr(model_store.persistence, "dumps", lambda est: disk_full(real_dumps(est)))
+    client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 1}})
+    failed = wait_for_iteration(services, 1, 2)
+    assert failed.status == "failed" and "No space left" in failed.error
+    assert sorted(p.name for p in services.models.path(1, "it-1").parent.iterdir()) == files_before
+    assert services.store.serving_state(1).version == "it-1"
+    assert len(gateway.published) == 1
+
+
+def test_write_atomic_leaves_no_partial_file(tmp_path, monkeypatch) -> None:
+    import os
+
+    from backend.model_store import write_atomic
+
+    target = tmp_path / "m" / "it-1.skops"
+    write_atomic(target, b"old")
+
+    def boom(src, dst):
+        raise OSError("rename failed")
+
+    monkeypatch.setattr(os, "replace", boom)
+    with pytest.raises(OSError):
+        write_atomic(target, b"new-but-never-visible")
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in target.parent.iterdir()] == ["it-1.skops"]

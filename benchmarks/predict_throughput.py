@@ -1,0 +1,242 @@
+"""/predict throughput through gunicorn vs. the raw in-process model, and webhook latency during training.
+
+Runs everything for real on loopback: a Label Studio 1.23.2 (the tests' venv), labelloop under
+gunicorn (2 workers x 4 threads, embedded SQLite), a text project of synthetic reviews.
+
+    .venv/bin/python benchmarks/predict_throughput.py [--tasks 5000] [--labelled 400] [--json out.json]
+
+Prints, for batches of 1, 100 and 1000 tasks: HTTP tasks/s, raw model tasks/s (same texts, same
+work: probabilities, labels, uncertainty), and their ratio; then the webhook reply time p50/p99
+measured while a training round over the whole project runs. Targets (issue #2): ratio >= 0.5 at
+1000-task batches; webhook p99 < 50 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import requests
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from backend.labelconfig import parse_label_config  # noqa: E402
+from backend.store import Store  # noqa: E402
+from backend.tasks import make_prediction  # noqa: E402
+from model import persistence  # noqa: E402
+from model.uncertainty import confidence_score, get_strategy  # noqa: E402
+from tests.support.backend import BackendServer  # noqa: E402
+from tests.support.labelstudio import LabelStudioServer  # noqa: E402
+
+CONFIG = (
+    '<View><Text name="text" value="$text"/><Choices name="sentiment" toName="text">'
+    '<Choice value="pos"/><Choice value="neg"/><Choice value="neutral"/></Choices></View>'
+)
+WORDS = {
+    "pos": "great lovely excellent wonderful superb delightful fantastic brilliant moving charming".split(),
+    "neg": "awful terrible horrible dreadful dull tedious boring broken clumsy bland".split(),
+    "neutral": "film plot actor scene story camera music script ending cast".split(),
+}
+FILLER = "the a and of to it was this that with for on but as at by an".split()
+
+
+def make_reviews(n: int, seed: int = 0) -> list[tuple[str, str]]:
+    rng = np.random.default_rng(seed)
+    labels = list(WORDS)
+    out = []
+    for i in range(n):
+        label = labels[i % 3]
+        words = list(rng.choice(FILLER, size=rng.integers(6, 14)))
+        words += list(rng.choice(WORDS[label], size=2)) + list(rng.choice(WORDS["neutral"], size=2))
+        words += list(rng.choice(WORDS[labels[(i + 1) % 3]], size=1))  # some noise from another class
+        rng.shuffle(words)
+        out.append((f"#{i} " + " ".join(words), label))
+    return out
+
+
+def choice(label: str) -> list[dict]:
+    return [{"from_name": "sentiment", "to_name": "text", "type": "choices", "value": {"choices": [label]}}]
+
+
+def wait_iteration(server: BackendServer, project_id: int, number: int, timeout: float = 600) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        its = requests.get(f"{server.url}/projects/{project_id}/iterations", timeout=10).json()["iterations"]
+        match = [i for i in its if i["number"] == number and i["status"] in ("succeeded", "failed")]
+        if match:
+            if match[0]["status"] != "succeeded":
+                raise SystemExit(f"iteration {number} failed: {match[0]['error']}")
+            return match[0]
+        time.sleep(0.2)
+    raise SystemExit(f"iteration {number} did not finish in {timeout}s")
+
+
+def http_throughput(url: str, project_id: int, texts: list[str], batch: int, min_seconds: float) -> float:
+    session = requests.Session()
+    tasks = [{"id": i + 1, "data": {"text": t}, "project": project_id} for i, t in enumerate(texts)]
+    body_for = [
+        json.dumps({"tasks": tasks[s : s + batch], "project": f"{project_id}.1", "label_config": CONFIG, "params": {}})
+        for s in range(0, len(tasks) - batch + 1, batch)
+    ]
+    session.post(f"{url}/predict", data=body_for[0], headers={"Content-Type": "application/json"}, timeout=60)
+    done, start, i = 0, time.perf_counter(), 0
+    while time.perf_counter() - start < min_seconds or i < 3:
+        resp = session.post(
+            f"{url}/predict", data=body_for[i % len(body_for)], headers={"Content-Type": "application/json"},
+            timeout=60,
+        )
+        resp.raise_for_status()
+        assert len(resp.json()["results"]) == batch
+        done += batch
+        i += 1
+    return done / (time.perf_counter() - start)
+
+
+def raw_throughput(estimator, texts: list[str], batch: int, min_seconds: float) -> float:
+    """The same work /predict does per batch, minus HTTP/JSON: probabilities, labels, uncertainty."""
+    spec = parse_label_config(CONFIG)
+    strategy = get_strategy("margin")
+    batches = [texts[s : s + batch] for s in range(0, len(texts) - batch + 1, batch)]
+    done, start, i = 0, time.perf_counter(), 0
+    while time.perf_counter() - start < min_seconds or i < 3:
+        probs = estimator.predict_proba(batches[i % len(batches)])
+        labels = estimator.labels_from_proba(probs)
+        scores = confidence_score(strategy(probs))
+        [make_prediction(spec, lab, s, "it-1") for lab, s in zip(labels, scores, strict=True)]
+        done += batch
+        i += 1
+    return done / (time.perf_counter() - start)
+
+
+def webhook_latency_during_training(server: BackendServer, project_id: int, label_of: dict[int, str],
+                                    number: int) -> dict:
+    """Fire annotation webhooks at ~50/s from the moment training is queued until it finishes."""
+    session = requests.Session()
+    resp = session.post(f"{server.url}/webhook", json={"action": "START_TRAINING", "project": {"id": project_id}},
+                        timeout=10)
+    resp.raise_for_status()
+    finished = threading.Event()
+
+    def watch() -> None:
+        wait_iteration(server, project_id, number)
+        finished.set()
+
+    threading.Thread(target=watch, daemon=True).start()
+    latencies: list[float] = []
+    task_ids = list(label_of)
+    i = 0
+    deadline = time.monotonic() + 600
+    while not finished.is_set() and time.monotonic() < deadline:
+        tid = task_ids[i % len(task_ids)]
+        payload = {
+            "action": "ANNOTATION_UPDATED",
+            "project": {"id": project_id},
+            "task": {"id": tid},
+            "annotation": {"id": 10**6 + i, "task": tid, "was_cancelled": False, "result": choice(label_of[tid])},
+        }
+        t0 = time.perf_counter()
+        r = session.post(f"{server.url}/webhook", json=payload, timeout=10)
+        latencies.append((time.perf_counter() - t0) * 1000)
+        r.raise_for_status()
+        i += 1
+        time.sleep(0.02)
+    lat = np.array(latencies)
+    return {
+        "n": len(latencies),
+        "p50_ms": float(np.percentile(lat, 50)),
+        "p99_ms": float(np.percentile(lat, 99)),
+        "max_ms": float(lat.max()),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tasks", type=int, default=5000, help="tasks in the Label Studio project")
+    parser.add_argument("--labelled", type=int, default=400, help="of which imported with an annotation")
+    parser.add_argument("--seconds", type=float, default=5.0, help="minimum measuring time per figure")
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    args = parser.parse_args()
+
+    reviews = make_reviews(args.tasks)
+    work = Path(tempfile.mkdtemp(prefix="labelloop-bench-"))
+    ls = LabelStudioServer().start()
+    server = None
+    try:
+        client = ls.client()
+        project = client.projects.create(title="throughput", label_config=CONFIG)
+        payload = []
+        for i, (text, label) in enumerate(reviews):
+            task: dict = {"data": {"text": text}}
+            if i < args.labelled:
+                task["annotations"] = [{"result": choice(label)}]
+            payload.append(task)
+        for s in range(0, len(payload), 1000):
+            client.projects.import_tasks(id=project.id, request=payload[s : s + 1000])
+        label_of = {t.id: dict(reviews)[t.data["text"]]
+                    for t in client.tasks.list(project=project.id, page_size=1000)}
+        db_url = f"sqlite:///{work / 'labelloop.sqlite3'}"
+        server = BackendServer(
+            {
+                "LABEL_STUDIO_URL": ls.url,
+                "LABEL_STUDIO_API_KEY": ls.token,
+                "DATABASE_URL": db_url,
+                "MODEL_DIR": str(work / "models"),
+                "LABELLOOP_RETRAIN_EVERY": "1000000",  # only START_TRAINING trains here
+            },
+            log_path=work / "backend.log",
+        ).start()
+        client.ml.create(url=server.url, project=project.id, title="labelloop", is_interactive=False)
+
+        # Round 1 gives the model to measure; round 2 is the training the webhooks race against.
+        t0 = time.perf_counter()
+        requests.post(f"{server.url}/webhook", json={"action": "START_TRAINING", "project": {"id": project.id}},
+                      timeout=10).raise_for_status()
+        first = wait_iteration(server, project.id, 1)
+        round_seconds = time.perf_counter() - t0
+
+        store = Store(db_url)
+        state = store.serving_state(project.id)
+        estimator = persistence.loads(store.artifact(state.iteration_id).data)
+        texts = [t for t, _ in reviews]
+
+        rows = []
+        for batch in (1, 100, 1000):
+            http = http_throughput(server.url, project.id, texts, batch, args.seconds)
+            raw = raw_throughput(estimator, texts, batch, args.seconds)
+            rows.append({"batch": batch, "http_tasks_per_s": http, "raw_tasks_per_s": raw, "ratio": http / raw})
+
+        webhook = webhook_latency_during_training(server, project.id, label_of, number=2)
+        second = wait_iteration(server, project.id, 2)
+    finally:
+        if server is not None:
+            server.stop()
+        ls.stop()
+
+    print(f"\nlabelloop /predict throughput (gunicorn 2 workers x 4 threads, SQLite; {args.tasks} tasks, "
+          f"{args.labelled} labelled)")
+    print(f"{'batch':>6} {'HTTP tasks/s':>14} {'raw tasks/s':>13} {'HTTP/raw':>9}")
+    for r in rows:
+        print(f"{r['batch']:>6} {r['http_tasks_per_s']:>14.0f} {r['raw_tasks_per_s']:>13.0f} {r['ratio']:>9.2f}")
+    print(f"\ntraining round 1: {round_seconds:.1f}s end to end ({first['n_pool']} tasks scored and pushed, "
+          f"fit {first['fit_seconds']:.2f}s, validation accuracy {first['accuracy']:.3f})")
+    print(f"webhook reply while round 2 ran ({webhook['n']} requests): p50 {webhook['p50_ms']:.1f} ms, "
+          f"p99 {webhook['p99_ms']:.1f} ms, max {webhook['max_ms']:.1f} ms")
+    target_ratio = rows[-1]["ratio"] >= 0.5
+    target_p99 = webhook["p99_ms"] < 50
+    print(f"targets: 1000-batch ratio >= 0.5: {'met' if target_ratio else 'MISSED'}; "
+          f"webhook p99 < 50 ms: {'met' if target_p99 else 'MISSED'}")
+    if args.json:
+        args.json.write_text(json.dumps({"predict": rows, "webhook_during_training": webhook,
+                                         "round_seconds": round_seconds, "round2": second}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
