@@ -31,9 +31,12 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
                 "errorlog": "-",
                 "loglevel": args.log_level,
                 "proc_name": "labelloop",
+                # gunicorn >= 24 opens a control socket at one fixed path per user: two servers on one
+                # machine would fight over it, and labelloop has no use for it.
+                "control_socket_disable": True,
             }
             for key, value in options.items():
-                if value is not None:
+                if value is not None and key in self.cfg.settings:  # older gunicorns lack some keys
                     self.cfg.set(key, value)
 
         def load(self) -> Any:

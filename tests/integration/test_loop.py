@@ -84,7 +84,8 @@ def test_active_learning_loop(label_studio, backend_server_factory, tmp_path, da
     assert first["status"] == "succeeded", first["error"]
     assert first["version"] == "it-1" and first["labels_used"] == 8
     assert first["n_train"] + first["n_validation"] == 8 and first["n_pool"] == 32
-    assert first["metrics"]["per_class"].keys() == {"pos", "neg"} or first["n_validation"] == 0
+    if first["n_validation"]:
+        assert first["metrics"]["per_class"].keys() == {"pos", "neg"}
 
     # Label Studio now holds an it-1 prediction for every unlabelled task and serves by its score.
     proj = ls.projects.get(id=project.id)
