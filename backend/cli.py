@@ -108,7 +108,8 @@ def _history(args: argparse.Namespace, settings: Settings) -> int:
             it.finished_at.strftime("%Y-%m-%d %H:%M:%S") if it.finished_at else "-",
             (it.error or "")[:120],
         )
-    Console().print(table)
+    # Piped output (cron mail, CI logs) gets a wide table instead of rich's 80-column default.
+    Console(width=None if sys.stdout.isatty() else 200).print(table)
     if not iterations:
         print(f"project {args.project} has no iterations yet")
     return 0

@@ -69,20 +69,20 @@ class Settings(BaseModel):
             value = env.get(name)
             return value if value not in (None, "") else None
 
-        policy_raw: dict[str, object] = {}
-        for key, name in [
-            ("strategy", "LABELLOOP_STRATEGY"),
-            ("retrain_every", "LABELLOOP_RETRAIN_EVERY"),
-            ("retrain_interval_s", "LABELLOOP_RETRAIN_INTERVAL"),
-            ("validation_fraction", "LABELLOOP_VALIDATION_FRACTION"),
-            ("set_sampling", "LABELLOOP_SET_SAMPLING"),
-        ]:
-            if get(name) is not None:
-                policy_raw[key] = get(name)
+        env_names = {
+            "strategy": "LABELLOOP_STRATEGY",
+            "retrain_every": "LABELLOOP_RETRAIN_EVERY",
+            "retrain_interval_s": "LABELLOOP_RETRAIN_INTERVAL",
+            "validation_fraction": "LABELLOOP_VALIDATION_FRACTION",
+            "set_sampling": "LABELLOOP_SET_SAMPLING",
+        }
+        policy_raw = {key: get(name) for key, name in env_names.items() if get(name) is not None}
         try:
             policy = ProjectPolicy.model_validate(policy_raw)
         except ValidationError as exc:
-            raise ValueError(f"invalid LABELLOOP_* setting: {exc}") from exc
+            first = exc.errors()[0]
+            name = env_names.get(str(first["loc"][0]), str(first["loc"][0]))
+            raise ValueError(f"{name}={env.get(name)!r}: {first['msg']}") from exc
 
         raw: dict[str, object] = {
             "label_studio_url": get("LABEL_STUDIO_URL"),
