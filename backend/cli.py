@@ -145,6 +145,10 @@ def build_parser() -> argparse.ArgumentParser:
     history.add_argument("--json", action="store_true", help="print JSON instead of a table")
     history.set_defaults(func=_history)
 
+    from backend import simulate
+
+    simulate.add_parser(sub)
+
     db = sub.add_parser("db", help="database maintenance")
     db_sub = db.add_subparsers(dest="db_command", required=True)
     db_sub.add_parser("upgrade", help="apply migrations up to head").set_defaults(func=_db)
