@@ -3,7 +3,7 @@ import pytest
 from sklearn.base import clone, is_classifier
 from sklearn.datasets import load_digits
 
-from model.estimators import ChoiceClassifier
+from model.estimators import ChoiceClassifier, make_estimator
 
 CLASSES = ["sports", "politics", "tech", "weather"]  # "weather" is never labelled
 
@@ -48,6 +48,15 @@ def test_is_sklearn_classifier_with_plain_init():
         "multi_label": False,
         "C": 3.0,
         "random_state": 0,
+        "model": "logreg",
+        "n_samples": 20,
+        "committee_size": 5,
+        "hidden_size": 128,
+        "dropout": 0.5,
+        "epochs": 20,
+        "lr": 3e-3,
+        "weight_decay": 1e-4,
+        "batch_size": 128,
     }
 
 
@@ -200,3 +209,65 @@ def test_image_mixed_shapes_multi_label():
         [np.dstack([np.zeros((5, 5, 3), np.uint8), np.full((5, 5), 255, np.uint8)])]
     ) == [["dark"]]
     assert clf.predict_labels([np.full((20, 20), 250, np.uint8)]) == [["bright"]]
+
+
+def test_logreg_samples_and_transform(text_model):
+    samples = text_model.predict_proba_samples(TEXTS[:4])
+    assert samples.shape == (1, 4, len(CLASSES))
+    np.testing.assert_array_equal(samples[0], text_model.predict_proba(TEXTS[:4]))
+    assert text_model.predict_proba_samples([]).shape == (1, 0, len(CLASSES))
+    features = text_model.transform(TEXTS[:4])
+    assert features.shape[0] == 4 and features.dtype == np.float64
+    assert features.shape[1] == text_model.transform(["x"]).shape[1]
+
+
+@pytest.mark.parametrize(
+    "strategy,kind",
+    [
+        ("margin", "logreg"),
+        ("entropy", "logreg"),
+        ("least_confidence", "logreg"),
+        ("bald", "mlp"),
+        ("predictive_entropy", "mlp"),
+        ("variation_ratio", "mlp"),
+        ("mean_std", "mlp"),
+        ("vote_entropy", "committee"),
+        ("kl_consensus", "committee"),
+    ],
+)
+def test_make_estimator_picks_model_kind(strategy, kind):
+    clf = make_estimator(strategy, "image", ("a", "b"), True, random_state=7, n_samples=5)
+    assert isinstance(clf, ChoiceClassifier)
+    params = clf.get_params()
+    assert params["model"] == kind
+    assert (params["modality"], params["classes"], params["multi_label"]) == ("image", ["a", "b"], True)
+    assert (params["random_state"], params["n_samples"]) == (7, 5)
+    assert not hasattr(clf, "classes_")  # unfitted
+
+
+def test_make_estimator_explicit_model_and_unknown_strategy():
+    assert make_estimator("vote_entropy", "text", ["a"], False, model="mlp").model == "mlp"
+    with pytest.raises(ValueError, match="unknown uncertainty strategy"):
+        make_estimator("nope", "text", ["a"], False)
+
+
+def test_unknown_model_kind_raises():
+    with pytest.raises(ValueError, match="model must be one of"):
+        ChoiceClassifier(classes=CLASSES, model="forest").fit(TEXTS, LABELS)
+
+
+def test_logreg_path_does_not_import_torch():
+    # The default model must keep server start fast: torch is only imported for "mlp".
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from model.estimators import ChoiceClassifier, make_estimator\n"
+        "from model.uncertainty import uncertainty_for\n"
+        "clf = make_estimator('margin', 'text', ['a', 'b'], False).fit(['good', 'bad'], ['a', 'b'])\n"
+        "uncertainty_for(clf, 'margin', ['ok'])\n"
+        "uncertainty_for(clf, 'bald', ['ok'])\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

@@ -95,3 +95,50 @@ def test_is_allowed_rules():
 def test_garbage_bytes_raise_value_error():
     with pytest.raises(ValueError, match="not a skops"):
         loads(b"definitely not a zip file")
+
+
+SINGLE = ["pos", "pos", "neg", "neg", "meh"]
+MULTI = [["a"], ["a", "b"], [], ["b"], ["a"]]
+
+
+@pytest.mark.parametrize(
+    "clf,y",
+    [
+        (ChoiceClassifier(classes=["pos", "neg", "meh", "unused"], model="mlp", n_samples=5), SINGLE),
+        (ChoiceClassifier(classes=["pos", "neg"], model="mlp"), ["pos"] * 5),  # constant: no network
+        (ChoiceClassifier(classes=list("abc"), multi_label=True, model="mlp"), MULTI),
+        (ChoiceClassifier(classes=["pos", "neg", "meh", "unused"], model="committee", committee_size=3), SINGLE),
+        (ChoiceClassifier(classes=list("abc"), multi_label=True, model="committee"), MULTI),
+    ],
+)
+def test_mlp_and_committee_round_trip_identical(clf, y):
+    clf.fit(TEXTS, y)
+    data = dumps(clf)
+    # Torch weights travel as numpy arrays: nothing beyond our own classes needs trusting.
+    assert set(sio.get_untrusted_types(data=data)) <= {"model.estimators.ChoiceClassifier"}
+    again = loads(data)
+    assert type(again) is ChoiceClassifier and again.get_params() == clf.get_params()
+    queries = TEXTS + ["unseen words", "y"]
+    np.testing.assert_array_equal(again.predict_proba(queries), clf.predict_proba(queries))
+    np.testing.assert_array_equal(again.predict_proba_samples(queries), clf.predict_proba_samples(queries))
+
+
+def test_image_mlp_round_trip_identical():
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, size=(6, 6, 3), dtype=np.uint8) for _ in range(6)]
+    clf = ChoiceClassifier(modality="image", classes=["x", "y"], model="mlp", epochs=1).fit(images, ["x", "y"] * 3)
+    again = loads(dumps(clf))
+    np.testing.assert_array_equal(again.predict_proba_samples(images), clf.predict_proba_samples(images))
+
+
+def test_model_files_from_before_the_new_parameters_still_load():
+    clf = ChoiceClassifier(classes=["pos", "neg"]).fit(TEXTS, ["pos", "pos", "neg", "neg", "pos"])
+    expected = clf.predict_proba(TEXTS)
+    # what an old file holds: no model / n_samples / MLP parameters, no kind_
+    added = ("model", "n_samples", "committee_size", "hidden_size", "dropout", "epochs", "lr", "weight_decay")
+    for name in (*added, "batch_size", "kind_"):
+        delattr(clf, name)
+    again = loads(dumps(clf))
+    assert again.get_params() == ChoiceClassifier(classes=["pos", "neg"]).get_params()
+    assert again.kind_ == "logreg"
+    np.testing.assert_array_equal(again.predict_proba(TEXTS), expected)

@@ -1,0 +1,200 @@
+"""The torch MLP behind ChoiceClassifier(model="mlp") and its Monte-Carlo dropout samples."""
+
+import numpy as np
+import pytest
+import torch
+from sklearn.datasets import load_digits
+
+from model.estimators import ChoiceClassifier
+from model.torch_mlp import MLPParams, _dropout_mask
+from model.uncertainty import uncertainty_for
+
+CLASSES = ["sports", "politics", "tech", "weather"]  # "weather" is never labelled
+TRAIN = [
+    ("the team won the football match", "sports"),
+    ("a late goal decided the soccer game", "sports"),
+    ("the striker scored twice in the final", "sports"),
+    ("tennis champion wins the open tournament", "sports"),
+    ("the coach praised the players after the match", "sports"),
+    ("parliament passed the new budget law", "politics"),
+    ("the minister resigned after the election", "politics"),
+    ("voters elect a new president", "politics"),
+    ("the senate debated the tax bill", "politics"),
+    ("the government announced new policy on migration", "politics"),
+    ("the new smartphone has a faster processor", "tech"),
+    ("software update fixes security bug", "tech"),
+    ("the startup released an open source database", "tech"),
+    ("new laptop chip doubles battery life", "tech"),
+    ("engineers train a machine learning model", "tech"),
+]
+TEXTS = [t for t, _ in TRAIN]
+LABELS = [label for _, label in TRAIN]
+HELD_OUT = [
+    ("the players celebrated the goal", "sports"),
+    ("election results for the president", "politics"),
+    ("a security update for the software", "tech"),
+]
+DIGIT_CLASSES = [str(d) for d in range(10)]
+
+
+@pytest.fixture(scope="module")
+def text_mlp():
+    return ChoiceClassifier(classes=CLASSES, model="mlp", n_samples=8).fit(TEXTS, LABELS)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    data = load_digits()
+    images = list(np.round(data.images * (255.0 / 16.0)).astype(np.uint8))
+    return images, [str(t) for t in data.target]
+
+
+@pytest.fixture(scope="module")
+def digits_mlp(digits):
+    images, labels = digits
+    return ChoiceClassifier(modality="image", classes=DIGIT_CLASSES, model="mlp").fit(images[:400], labels[:400])
+
+
+def test_text_mlp_learns_and_keeps_contract(text_mlp):
+    assert text_mlp.kind_ == "mlp"
+    assert text_mlp.predict_labels(TEXTS) == [[label] for label in LABELS]
+    held_texts, held_labels = zip(*HELD_OUT, strict=True)
+    assert text_mlp.predict(list(held_texts)).tolist() == list(held_labels)
+    proba = text_mlp.predict_proba(TEXTS)
+    assert proba.shape == (len(TEXTS), len(CLASSES)) and proba.dtype == np.float64
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(proba[:, 3], 0.0)  # "weather" never labelled
+    assert text_mlp.labels_from_proba(proba) == text_mlp.predict_labels(TEXTS)
+
+
+def test_digits_mlp_accuracy_above_chance(digits, digits_mlp):
+    images, labels = digits
+    predicted = digits_mlp.predict(images[1000:1400])
+    assert np.mean(predicted == np.array(labels[1000:1400])) > 0.8  # chance is 0.1
+
+
+def test_mc_dropout_shapes_and_sample_properties(digits, digits_mlp):
+    images, _ = digits
+    samples = digits_mlp.predict_proba_samples(images[:30])
+    assert samples.shape == (20, 30, 10) and samples.dtype == np.float64
+    np.testing.assert_allclose(samples.sum(axis=-1), 1.0, rtol=0, atol=1e-12)
+    # the T passes are stochastic: samples differ from each other and from the deterministic pass
+    assert np.abs(samples - samples[0]).max() > 1e-3
+    assert np.abs(samples.std(axis=0)).mean() > 1e-4
+    # ... yet centred on it: the MC mean is close to the dropout-off prediction
+    assert np.abs(samples.mean(axis=0) - digits_mlp.predict_proba(images[:30])).mean() < 0.05
+    assert digits_mlp.predict_proba_samples([]).shape == (20, 0, 10)
+
+
+def test_mc_dropout_deterministic_under_seed(digits, digits_mlp):
+    images, labels = digits
+    again = digits_mlp.predict_proba_samples(images[:25])
+    np.testing.assert_array_equal(again, digits_mlp.predict_proba_samples(images[:25]))
+    twin = ChoiceClassifier(modality="image", classes=DIGIT_CLASSES, model="mlp").fit(images[:400], labels[:400])
+    np.testing.assert_array_equal(twin.net_["w0"], digits_mlp.net_["w0"])
+    np.testing.assert_array_equal(twin.predict_proba_samples(images[:25]), again)
+    other = ChoiceClassifier(modality="image", classes=DIGIT_CLASSES, model="mlp", random_state=1)
+    other.fit(images[:400], labels[:400])
+    assert not np.array_equal(other.predict_proba_samples(images[:25]), again)
+
+
+def test_global_torch_rng_untouched(digits):
+    images, labels = digits
+    state = torch.random.get_rng_state()
+    clf = ChoiceClassifier(modality="image", classes=DIGIT_CLASSES, model="mlp", epochs=1).fit(images[:50], labels[:50])
+    clf.predict_proba_samples(images[:5])
+    assert torch.equal(state, torch.random.get_rng_state())
+
+
+def test_n_samples_is_read_at_predict_time(text_mlp):
+    assert text_mlp.predict_proba_samples(TEXTS[:3]).shape == (8, 3, 4)
+    text_mlp.set_params(n_samples=3)
+    try:
+        assert text_mlp.predict_proba_samples(TEXTS[:3]).shape == (3, 3, 4)
+        text_mlp.set_params(n_samples=0)
+        with pytest.raises(ValueError, match="n_samples"):
+            text_mlp.predict_proba_samples(TEXTS[:3])
+    finally:
+        text_mlp.set_params(n_samples=8)
+
+
+def test_chunking_gives_the_same_samples_shapes(digits, digits_mlp, monkeypatch):
+    # Chunks bound memory; the deterministic pass must not depend on the chunk size.
+    import model.torch_mlp as torch_mlp
+
+    images, _ = digits
+    full = digits_mlp.predict_proba(images[:50])
+    monkeypatch.setattr(torch_mlp, "MC_CHUNK_ELEMENTS", 128 * 20 * 7)  # 7 rows per chunk
+    np.testing.assert_allclose(digits_mlp.predict_proba(images[:50]), full, rtol=0, atol=1e-6)
+    assert digits_mlp.predict_proba_samples(images[:50]).shape == (20, 50, 10)
+
+
+def test_single_seen_class_is_constant():
+    clf = ChoiceClassifier(classes=CLASSES, model="mlp").fit(TEXTS[:3], ["sports"] * 3)
+    assert clf.net_ is None
+    np.testing.assert_array_equal(clf.predict_proba(["anything", "the senate"]), [[1.0, 0.0, 0.0, 0.0]] * 2)
+    samples = clf.predict_proba_samples(["anything"])
+    assert samples.shape == (20, 1, 4)
+    np.testing.assert_array_equal(samples, np.tile([1.0, 0.0, 0.0, 0.0], (20, 1, 1)))
+
+
+def test_multi_label_mlp_with_constant_columns():
+    classes = ["sports", "politics", "tech", "news", "weather"]
+    y = [[label, "news"] for label in LABELS]  # "news" always positive, "weather" never
+    clf = ChoiceClassifier(classes=classes, multi_label=True, model="mlp", n_samples=6).fit(TEXTS, y)
+    assert clf.label_varies_.tolist() == [True, True, True, False, False]
+    proba = clf.predict_proba(TEXTS)
+    n = len(TEXTS)
+    np.testing.assert_allclose(proba[:, 4], 1 / (n + 2))
+    np.testing.assert_allclose(proba[:, 3], (n + 1) / (n + 2))
+    assert clf.predict_labels(TEXTS) == [[label, "news"] for label in LABELS]
+    samples = clf.predict_proba_samples(TEXTS)
+    assert samples.shape == (6, n, 5)
+    np.testing.assert_allclose(samples[..., 4], 1 / (n + 2))
+    assert samples.min() >= 0.0 and samples.max() <= 1.0
+    probs, u = uncertainty_for(clf, "bald", TEXTS)
+    assert probs.shape == (n, 5) and u.shape == (n,) and (u >= 0).all() and (u <= 1).all()
+
+
+def test_uncertainty_for_mlp_shapes(digits, digits_mlp):
+    images, _ = digits
+    probs, u = uncertainty_for(digits_mlp, "bald", images[:40])
+    np.testing.assert_allclose(probs, digits_mlp.predict_proba_samples(images[:40]).mean(axis=0))
+    assert u.shape == (40,) and u.min() >= 0.0 and u.max() <= 1.0
+    probs2, u2 = uncertainty_for(digits_mlp, "entropy", images[:40])
+    np.testing.assert_array_equal(probs2, digits_mlp.predict_proba(images[:40]))
+    assert u2.shape == (40,)
+
+
+@pytest.mark.parametrize(
+    "param,value",
+    [("dropout", 1.0), ("dropout", -0.1), ("hidden_size", 0), ("epochs", 0), ("lr", 0.0), ("batch_size", 0)],
+)
+def test_bad_hyper_parameters_raise(param, value):
+    with pytest.raises(ValueError, match=param):
+        ChoiceClassifier(classes=["a", "b"], model="mlp", **{param: value}).fit(["x", "y"], ["a", "b"])
+
+
+def test_dropout_mask_rate_and_scale():
+    generator = torch.Generator().manual_seed(0)
+    mask = _dropout_mask((200, 500), 0.5, generator, torch.device("cpu"))
+    assert set(torch.unique(mask).tolist()) == {0.0, 2.0}
+    assert abs((mask == 0).float().mean().item() - 0.5) < 0.01
+    assert abs(mask.mean().item() - 1.0) < 0.02  # inverted dropout keeps the expectation
+    mask = _dropout_mask((200, 500), 0.1, generator, torch.device("cpu"))
+    assert abs((mask == 0).float().mean().item() - 26 / 256) < 0.01
+
+
+def test_defaults_match_mlp_params():
+    clf = ChoiceClassifier()
+    defaults = MLPParams()
+    for name in ("hidden_size", "dropout", "epochs", "lr", "weight_decay", "batch_size"):
+        assert getattr(clf, name) == getattr(defaults, name)
+
+
+def test_refit_as_another_kind_drops_old_state():
+    clf = ChoiceClassifier(classes=CLASSES).fit(TEXTS, LABELS)
+    assert clf.model_ is not None
+    clf.set_params(model="mlp", epochs=1).fit(TEXTS, LABELS)
+    assert clf.kind_ == "mlp" and not hasattr(clf, "model_")
+    assert clf.predict_proba_samples(TEXTS[:2]).shape == (20, 2, 4)
