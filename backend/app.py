@@ -27,7 +27,7 @@ from backend.schema import Iteration, Project
 from backend.store import Store
 from backend.tasks import BadInput, annotation_labels, make_prediction, task_inputs
 from backend.training import IterationRunner
-from model.uncertainty import confidence_score, get_strategy
+from model.uncertainty import confidence_score, get_strategy, uncertainty_for
 
 log = logging.getLogger("labelloop")
 
@@ -87,6 +87,7 @@ def iteration_json(it: Iteration) -> dict[str, Any]:
         "n_pool": it.n_pool,
         "n_skipped": it.n_skipped,
         "strategy": it.strategy,
+        "queue": it.queue,
         "accuracy": it.accuracy,
         "macro_f1": it.macro_f1,
         "metrics": it.metrics,
@@ -221,9 +222,10 @@ def create_app(settings: Settings | None = None, *, start_jobs: bool = True, mig
         loader = services.image_loader(project_id) if spec.modality == "image" else None
         inputs = task_inputs(tasks, spec, loader)
         estimator = services.models.load(project_id, state.version, state.iteration_id)
-        probs = estimator.predict_proba(inputs)
+        probs, uncertainty = uncertainty_for(estimator, get_strategy(state.strategy), inputs,
+                                             multi_label=spec.multi_label)
         labels = estimator.labels_from_proba(probs)
-        scores = confidence_score(get_strategy(state.strategy)(probs, multi_label=spec.multi_label))
+        scores = confidence_score(uncertainty)
         results = [make_prediction(spec, lab, s, state.version) for lab, s in zip(labels, scores, strict=True)]
         return jsonify(results=results, model_version=state.version)
 

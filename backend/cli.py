@@ -80,6 +80,12 @@ def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
+def _difficulty(metrics: dict[str, Any] | None) -> str:
+    """Easy/medium/hard counts of the scored pool, as recorded by the iteration."""
+    counts = ((metrics or {}).get("difficulty") or {}).get("counts")
+    return "-" if not counts else f"{counts['easy']}/{counts['medium']}/{counts['hard']}"
+
+
 def _history(args: argparse.Namespace, settings: Settings) -> int:
     from rich.console import Console
     from rich.table import Table
@@ -97,14 +103,15 @@ def _history(args: argparse.Namespace, settings: Settings) -> int:
     if project is not None:
         title += f" - serving {project.current_version or 'nothing yet'}, strategy {project.strategy}"
     table = Table(title=title)
-    for column in ("it", "version", "status", "trigger", "labels", "train", "val", "pool", "accuracy",
-                   "macro-F1", "fit s", "finished", "error"):
+    for column in ("it", "version", "status", "trigger", "strategy", "labels", "train", "val", "pool", "accuracy",
+                   "macro-F1", "easy/med/hard", "fit s", "finished", "error"):
         table.add_column(column, overflow="fold")
     for it in iterations:
         table.add_row(
             str(it.number), it.version, it.status, it.trigger,
+            f"{it.strategy}/{it.queue}" if it.strategy and it.queue else (it.strategy or "-"),
             *(str(v) if v is not None else "-" for v in (it.labels_used, it.n_train, it.n_validation, it.n_pool)),
-            _fmt(it.accuracy), _fmt(it.macro_f1), _fmt(it.fit_seconds),
+            _fmt(it.accuracy), _fmt(it.macro_f1), _difficulty(it.metrics), _fmt(it.fit_seconds),
             it.finished_at.strftime("%Y-%m-%d %H:%M:%S") if it.finished_at else "-",
             (it.error or "")[:120],
         )

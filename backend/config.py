@@ -24,6 +24,8 @@ class ProjectPolicy(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     strategy: str = "margin"
+    # How the scored pool becomes a queue (model/queue.py): greedy, explore, power, cluster.
+    queue: str = "greedy"
     retrain_every: int = Field(default=10, ge=1, description="train once this many new labels arrived")
     retrain_interval_s: int = Field(default=0, ge=0, description="also train every T seconds (0 = off)")
     validation_fraction: float = Field(default=0.2, ge=0.0, lt=1.0)
@@ -34,6 +36,15 @@ class ProjectPolicy(BaseModel):
     def _known_strategy(cls, value: str) -> str:
         if value not in STRATEGIES:
             raise ValueError(f"unknown strategy {value!r}; choose one of {sorted(STRATEGIES)}")
+        return value
+
+    @field_validator("queue")
+    @classmethod
+    def _known_queue(cls, value: str) -> str:
+        from model.queue import QUEUES
+
+        if value not in QUEUES:
+            raise ValueError(f"unknown queue {value!r}; choose one of {sorted(QUEUES)}")
         return value
 
 
@@ -71,6 +82,7 @@ class Settings(BaseModel):
 
         env_names = {
             "strategy": "LABELLOOP_STRATEGY",
+            "queue": "LABELLOOP_QUEUE",
             "retrain_every": "LABELLOOP_RETRAIN_EVERY",
             "retrain_interval_s": "LABELLOOP_RETRAIN_INTERVAL",
             "validation_fraction": "LABELLOOP_VALIDATION_FRACTION",

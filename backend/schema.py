@@ -45,6 +45,7 @@ class Project(Base):
     label_studio_token: Mapped[str | None] = mapped_column(String(2000))
     # Policy, defaulted from the environment, overridable through /setup extra_params.
     strategy: Mapped[str] = mapped_column(String(50))
+    queue: Mapped[str] = mapped_column(String(50), default="greedy", server_default="greedy")
     retrain_every: Mapped[int] = mapped_column(Integer)
     retrain_interval_s: Mapped[int] = mapped_column(Integer, default=0)
     validation_fraction: Mapped[float] = mapped_column(Float)
@@ -107,6 +108,7 @@ class Iteration(Base):
     n_pool: Mapped[int | None] = mapped_column(Integer)
     n_skipped: Mapped[int | None] = mapped_column(Integer)
     strategy: Mapped[str | None] = mapped_column(String(50))
+    queue: Mapped[str | None] = mapped_column(String(50))
     accuracy: Mapped[float | None] = mapped_column(Float)
     macro_f1: Mapped[float | None] = mapped_column(Float)
     # {"per_class": {label: {precision, recall, f1, support}}, "skipped": [...], ...}

@@ -273,6 +273,7 @@ class Store:
             iteration.started_at = utcnow()
             iteration.worker = owner
             iteration.strategy = project.strategy
+            iteration.queue = project.queue
             project.labels_since_iteration = 0
             s.flush()
             return iteration

@@ -22,10 +22,11 @@ from backend.model_store import ModelStore
 from backend.schema import Iteration, Project
 from backend.store import Store
 from backend.tasks import BadInput, annotation_labels, make_prediction, pick_annotation, task_input
-from model.difficulty import bucket
-from model.estimators import ChoiceClassifier
+from model.difficulty import DifficultyThresholds, bucket, bucket_counts, fit_thresholds
+from model.estimators import make_estimator
 from model.evaluation import evaluate
-from model.uncertainty import confidence_score, get_strategy
+from model.queue import get_queue, scores_for_order
+from model.uncertainty import confidence_score, get_strategy, uncertainty_for
 
 log = logging.getLogger(__name__)
 
@@ -139,27 +140,44 @@ class IterationRunner:
                 f"for validation, {len(data.skipped)} skipped)"
             )
 
-        estimator = ChoiceClassifier(modality=spec.modality, classes=list(spec.labels), multi_label=spec.multi_label)
+        # The strategy decides the estimator kind: MC-dropout strategies need the torch MLP, committee
+        # strategies a bootstrapped committee, softmax ones the plain logistic model.
+        estimator = make_estimator(project.strategy, spec.modality, list(spec.labels), spec.multi_label,
+                                   random_state=iteration.number)
         t0 = time.perf_counter()
         estimator.fit(train_x, _targets(spec, train_y))
         fit_seconds = time.perf_counter() - t0
 
+        strategy = get_strategy(project.strategy)
         metrics: dict[str, Any] = {"skipped": data.skipped[:100]}
         accuracy = macro_f1 = None
+        thresholds = DifficultyThresholds(easy_below=0.2, hard_above=0.6, source="default")
         if val_x:
-            predicted = estimator.predict_labels(val_x)
+            val_probs, val_uncertainty = uncertainty_for(estimator, strategy, val_x, multi_label=spec.multi_label)
+            predicted = estimator.labels_from_proba(val_probs)
             report = evaluate(_targets(spec, val_y), _targets(spec, predicted), list(spec.labels),
                               multi_label=spec.multi_label)
             accuracy, macro_f1 = report["accuracy"], report["macro_f1"]
             metrics["per_class"] = report["per_class"]
+            correct = np.array([set(p) == set(t) for p, t in zip(predicted, val_y, strict=True)])
+            thresholds = fit_thresholds(val_uncertainty, correct)
 
-        strategy = get_strategy(project.strategy)
-        pool_ids, pool_labels, uncertainty = self._score_pool(estimator, strategy, spec, data, load_image)
-        scores = confidence_score(uncertainty)
-        difficulty = bucket(uncertainty)
-        order = np.argsort(scores, kind="stable")  # lowest confidence first: the order Label Studio serves
-        rank = np.empty(len(order), dtype=int)
-        rank[order] = np.arange(1, len(order) + 1)
+        queue = get_queue(project.queue)
+        pool_ids, pool_labels, uncertainty, features = self._score_pool(
+            estimator, strategy, spec, data, load_image, with_features=project.queue == "cluster"
+        )
+        confidence = confidence_score(uncertainty)
+        queued = queue.order(uncertainty, features=features, random_state=iteration.number)
+        scores = scores_for_order(confidence, queued.order)  # Label Studio serves ascending score
+        rank = np.empty(len(queued.order), dtype=int)
+        rank[queued.order] = np.arange(1, len(queued.order) + 1)
+        difficulty = bucket(uncertainty, thresholds.easy_below, thresholds.hard_above)
+        metrics["difficulty"] = {
+            "easy_below": thresholds.easy_below,
+            "hard_above": thresholds.hard_above,
+            "source": thresholds.source,
+            "counts": bucket_counts(difficulty),
+        }
 
         artifact, name = self.models.save(project.id, iteration.version, estimator)
         predictions = [
@@ -191,6 +209,7 @@ class IterationRunner:
             "n_pool": len(pool_ids),
             "n_skipped": len(data.skipped),
             "strategy": project.strategy,
+            "queue": project.queue,
             "accuracy": accuracy,
             "macro_f1": macro_f1,
             "metrics": metrics,
@@ -198,11 +217,16 @@ class IterationRunner:
         }
         return fields, artifact, name, score_rows
 
-    def _score_pool(self, estimator, strategy, spec, data: Collected, load_image):  # type: ignore[no-untyped-def]
-        """Predict the unlabelled pool in chunks (bounded memory for image pools)."""
+    def _score_pool(self, estimator, strategy, spec, data: Collected, load_image,  # type: ignore[no-untyped-def]
+                    with_features: bool = False):
+        """Predict the unlabelled pool in chunks (bounded memory for image pools).
+
+        Features are only kept when the queue needs them (cluster-aware ordering).
+        """
         ids: list[int] = []
         labels: list[list[str]] = []
         uncertainty: list[np.ndarray] = []
+        features: list[Any] = []
         for start in range(0, len(data.pool), SCORE_CHUNK):
             chunk_ids: list[int] = []
             chunk_x: list[Any] = []
@@ -215,9 +239,18 @@ class IterationRunner:
                 chunk_ids.append(int(task["id"]))
             if not chunk_x:
                 continue
-            probs = estimator.predict_proba(chunk_x)
+            probs, chunk_uncertainty = uncertainty_for(estimator, strategy, chunk_x, multi_label=spec.multi_label)
             ids.extend(chunk_ids)
             labels.extend(estimator.labels_from_proba(probs))
-            uncertainty.append(strategy(probs, multi_label=spec.multi_label))
+            uncertainty.append(chunk_uncertainty)
+            if with_features:
+                features.append(estimator.transform(chunk_x))
         values = np.concatenate(uncertainty) if uncertainty else np.zeros(0)
-        return ids, labels, values
+        return ids, labels, values, _stack(features) if with_features and features else None
+
+
+def _stack(blocks: list[Any]) -> Any:
+    """Stack feature chunks, sparse (tf-idf) or dense (pixels)."""
+    import scipy.sparse as sp
+
+    return sp.vstack(blocks).tocsr() if sp.issparse(blocks[0]) else np.vstack(blocks)

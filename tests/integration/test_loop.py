@@ -130,3 +130,57 @@ def test_active_learning_loop(label_studio, backend_server_factory, tmp_path, da
     assert "it-2 succeeded" in out.stdout
     assert [i["version"] for i in iterations(server, project.id)] == ["it-1", "it-2"]
     assert ls.projects.get(id=project.id).model_version == "it-2"
+
+
+def test_mc_dropout_strategy_cluster_queue_behind_basic_auth(label_studio, backend_server_factory) -> None:
+    """Policy from the model connection's extra_params: BALD over MC dropout, cluster-aware queue."""
+    import base64
+
+    ls = label_studio.client()
+    project = ls.projects.create(title=f"bald-{uuid.uuid4().hex[:6]}", label_config=CONFIG)
+    texts = [review(i) for i in range(60)]
+    ls.projects.import_tasks(id=project.id, request=[{"text": t} for t, _ in texts])
+    tasks = sorted(ls.tasks.list(project=project.id), key=lambda t: t.id)
+    label_of = {t.id: dict(texts)[t.data["text"]] for t in tasks}
+
+    server = backend_server_factory({"BASIC_AUTH_USER": "ml", "BASIC_AUTH_PASS": "pw-123"})
+    assert requests.get(f"{server.url}/health", timeout=5).status_code == 401
+    ml = ls.ml.create(url=server.url, project=project.id, title="labelloop", is_interactive=False,
+                      auth_method="BASIC_AUTH", basic_auth_user="ml", basic_auth_pass="pw-123",
+                      extra_params={"strategy": "bald", "queue": "cluster"})
+    assert ls.ml.get(id=ml.id).state == "CO"
+    # The auto-created webhook sends no credentials (its calls get 401): add one that does, as the README says.
+    token = base64.b64encode(b"ml:pw-123").decode()
+    ls.webhooks.create(project=project.id, url=f"{server.url}/webhook", send_payload=True,
+                       send_for_all_actions=True, headers={"Authorization": f"Basic {token}"})
+
+    for t in tasks[:10]:
+        ls.annotations.create(id=t.id, result=choice(label_of[t.id]))
+    auth = ("ml", "pw-123")
+
+    def finished():
+        its = requests.get(f"{server.url}/projects/{project.id}/iterations", auth=auth, timeout=10).json()
+        return [i for i in its["iterations"] if i["status"] in ("succeeded", "failed")]
+
+    first = wait_for(finished, 240, "the BALD iteration")[0]
+    assert first["status"] == "succeeded", first["error"]
+    assert (first["strategy"], first["queue"]) == ("bald", "cluster")
+    difficulty = first["metrics"]["difficulty"]
+    assert sum(difficulty["counts"].values()) == first["n_pool"] == 50
+    assert 0.0 <= difficulty["easy_below"] <= difficulty["hard_above"] <= 1.0
+
+    preds = [p for p in ls.predictions.list(project=project.id) if p.model_version == "it-1"]
+    assert len(preds) == 50
+    scores = requests.get(f"{server.url}/projects/{project.id}/iterations/1/scores?limit=1000", auth=auth,
+                          timeout=10).json()["scores"]
+    by_task = {p.task: p.score for p in preds}
+    # Label Studio's ascending score order is exactly the queue the backend chose.
+    assert [s["task_id"] for s in scores] == sorted(by_task, key=by_task.get)
+
+    # /predict through Label Studio with basic auth, served by the MC-dropout model.
+    ls.projects.import_tasks(id=project.id, request=[{"text": "a superb and delightful film"}])
+    new_id = max(t.id for t in ls.tasks.list(project=project.id))
+    ls.actions.create(id="retrieve_tasks_predictions", project=project.id,
+                      selected_items={"all": False, "included": [new_id]})
+    stored = [p for p in ls.predictions.list(task=new_id) if p.model_version == "it-1"]
+    assert len(stored) == 1 and 0.0 <= stored[0].score <= 1.0

@@ -122,7 +122,10 @@ class BackendServer:
             start_new_session=True,
         )
         try:
-            wait_for_http(f"{self.url}/health", timeout=self.startup_timeout, proc=self._proc)
+            # Every route, /health included, needs basic auth when the server is configured with it.
+            user, password = self.env.get("BASIC_AUTH_USER"), self.env.get("BASIC_AUTH_PASS")
+            auth = (user, password) if user and password else None
+            wait_for_http(f"{self.url}/health", timeout=self.startup_timeout, proc=self._proc, auth=auth)
         except (RuntimeError, TimeoutError) as exc:
             self.stop()
             raise BackendStartError(

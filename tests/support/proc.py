@@ -72,6 +72,7 @@ def wait_for_http(
     proc: subprocess.Popen | None = None,
     expect_status: int = 200,
     interval: float = 0.25,
+    auth: tuple[str, str] | None = None,
 ) -> requests.Response:
     """Poll GET ``url`` until it answers ``expect_status``.
 
@@ -83,7 +84,7 @@ def wait_for_http(
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"process exited with code {proc.returncode} before {url} came up")
         try:
-            resp = requests.get(url, timeout=2)
+            resp = requests.get(url, timeout=2, auth=auth)
             if resp.status_code == expect_status:
                 return resp
             last = f"HTTP {resp.status_code}: {resp.text[:200]!r}"
