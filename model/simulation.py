@@ -1,0 +1,359 @@
+"""Offline active-learning replay: how many labels does a strategy save over random sampling?
+
+Given a fully labelled dataset, :func:`run_curve` plays a labelling project forward: it starts
+from ``initial`` random labels, and after each training round "asks" for the next
+``batch_size`` tasks exactly as the server would -- the same estimator factory
+(:func:`model.estimators.make_estimator`), acquisition function
+(:func:`model.uncertainty.uncertainty_for`) and queue ordering (:func:`model.queue.get_queue`);
+a batch of B is the first B tasks of the queue -- and reveals their labels from the ground
+truth. After every round the model is scored on a held-out test split, which gives one
+learning curve (test accuracy against labels used).
+
+The control arm ``random`` picks uniformly from the unlabelled pool and trains the plain
+logistic model (the one the default ``margin`` strategy uses); ``random@STRATEGY`` picks at
+random but trains the estimator ``STRATEGY`` would use (e.g. ``random@bald`` = MC-dropout MLP),
+which separates "better model" from "better questions".
+
+Fairness and randomness, for one ``seed``:
+
+* the pool/test split (:func:`split_indices`) and the ``initial`` labels
+  (:func:`initial_indices`) depend on the seed only, so every arm starts from the same labels
+  and is scored on the same test set; different seeds vary both the split and the start;
+* the initial draw is repeated (up to 100 times) until it holds at least two classes when the
+  pool has two; the estimator would otherwise fall back to a constant model for round one;
+* estimator seeds are ``seed * 1000 + round``, queue seeds ``seed * 100_003 + round``, the
+  random arm draws from ``np.random.default_rng([seed, 1])``.
+
+Everything here is pure: arrays and lists in, numbers out; no printing, no files.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from sklearn.model_selection import train_test_split
+
+from model.estimators import make_estimator
+from model.evaluation import evaluate
+from model.queue import QUEUES, get_queue
+from model.uncertainty import STRATEGIES, get_strategy, uncertainty_for
+
+#: Name of the control arm: uniform random picks from the pool.
+RANDOM = "random"
+#: The strategy whose estimator the plain ``random`` arm trains (the logistic model).
+CONTROL_ESTIMATOR_STRATEGY = "margin"
+#: Tolerance when comparing a mean accuracy with a target such as 0.95.
+_EPS = 1e-9
+
+_ARM = re.compile(
+    r"^(?P<strategy>[a-z_]+)(?:@(?P<estimator>[a-z_]+))?(?:\+(?P<queue>[a-z_]+)(?P<params>(?::[^:]+)*))?$"
+)
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One simulated labelling policy: an acquisition function, a queue ordering, an estimator.
+
+    ``name`` is the spec it was parsed from (the key in reports); ``strategy`` is
+    ``"random"`` for the control arm; ``estimator_strategy`` names the strategy whose estimator
+    kind is trained (itself, or :data:`CONTROL_ESTIMATOR_STRATEGY` for ``random``).
+    """
+
+    name: str
+    strategy: str
+    queue: str = "greedy"
+    queue_params: dict[str, Any] = field(default_factory=dict)
+    estimator_strategy: str = CONTROL_ESTIMATOR_STRATEGY
+
+    @property
+    def is_random(self) -> bool:
+        return self.strategy == RANDOM
+
+
+def parse_arm(spec: str, default_queue: str = "greedy") -> Arm:
+    """Parse ``STRATEGY[+QUEUE[:KEY=VALUE]...]`` or ``random[@STRATEGY]``.
+
+    Examples: ``margin``, ``margin+cluster``, ``entropy+explore:fraction=0.2``,
+    ``bald+power:beta=2``, ``random``, ``random@bald``. A strategy without ``+QUEUE`` uses
+    ``default_queue``. Raises ValueError naming the valid strategies / queues.
+    """
+    text = spec.strip()
+    match = _ARM.match(text)
+    if not match:
+        raise ValueError(
+            f"bad strategy spec {spec!r}: expected STRATEGY[+QUEUE[:key=value]...] or random[@STRATEGY]"
+        )
+    strategy, estimator, queue = match["strategy"], match["estimator"], match["queue"]
+    if strategy == RANDOM:
+        if queue:
+            raise ValueError(f"{spec!r}: the random arm has no queue (it picks uniformly at random)")
+        estimator = estimator or CONTROL_ESTIMATOR_STRATEGY
+        _check_strategy(estimator, spec)
+        return Arm(name=text, strategy=RANDOM, queue="-", estimator_strategy=estimator)
+    if estimator:
+        raise ValueError(f"{spec!r}: '@ESTIMATOR' is only for the random arm (random@bald)")
+    _check_strategy(strategy, spec)
+    queue = queue or default_queue
+    params = _parse_params(match["params"] or "", spec)
+    get_queue(queue, **params)  # validate name and parameters now, not in the middle of a run
+    return Arm(name=text, strategy=strategy, queue=queue, queue_params=params, estimator_strategy=strategy)
+
+
+def _check_strategy(name: str, spec: str) -> None:
+    if name not in STRATEGIES:
+        raise ValueError(
+            f"{spec!r}: unknown strategy {name!r}; valid: {RANDOM}, {', '.join(sorted(STRATEGIES))}; "
+            f"queues: {', '.join(sorted(QUEUES))}"
+        )
+
+
+def _parse_params(text: str, spec: str) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for item in filter(None, text.split(":")):
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"{spec!r}: queue parameter {item!r} must look like key=value")
+        params[key] = parse_value(value)
+    return params
+
+
+def parse_value(text: str) -> Any:
+    """``"3"`` -> 3, ``"0.5"`` -> 0.5, ``"inf"`` -> inf, ``"true"`` -> True, ``"none"`` -> None, else the string."""
+    lowered = text.strip().lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered in ("none", "null"):
+        return None
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            continue
+    return text
+
+
+# ----------------------------------------------------------------------------- splits
+
+
+def split_indices(y: Sequence[str], test_size: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Return sorted (pool, test) row indices: stratified by label when every label has >= 2 rows.
+
+    Falls back to a plain random split when stratification is impossible (a label with a single
+    row, or a test split smaller than the number of labels).
+    """
+    rows = np.arange(len(y))
+    labels = np.asarray(y, dtype=object)
+    try:
+        pool, test = train_test_split(rows, test_size=test_size, random_state=seed, stratify=labels)
+    except ValueError:
+        pool, test = train_test_split(rows, test_size=test_size, random_state=seed)
+    return np.sort(pool), np.sort(test)
+
+
+def initial_indices(y_pool: Sequence[str], n: int, seed: int, max_draws: int = 100) -> np.ndarray:
+    """``n`` distinct pool indices drawn at random (seeded), re-drawn until they hold >= 2 labels.
+
+    When the pool has a single label, or ``max_draws`` draws all came out single-class (tiny or
+    extremely skewed data), the last draw is used and the estimator's one-class fallback (a
+    constant model) carries the first round.
+    """
+    rng = np.random.default_rng([seed, 0])
+    n = min(n, len(y_pool))
+    labels = np.asarray(y_pool, dtype=object)
+    want_two = len(set(labels.tolist())) >= 2 and n >= 2
+    for _ in range(max_draws):
+        picked = rng.choice(len(y_pool), size=n, replace=False)
+        if not want_two or len(set(labels[picked].tolist())) >= 2:
+            break
+    return picked
+
+
+def label_grid(initial: int, batch_size: int, budget: int, pool_size: int) -> list[int]:
+    """Label counts at which a curve is evaluated: ``initial, initial + B, ...`` up to the budget.
+
+    The last step is shortened to land exactly on ``budget`` (or on the pool size when the pool
+    runs out first), so the grid is the same for every arm and seed of one configuration.
+    """
+    if initial < 1 or batch_size < 1:
+        raise ValueError(f"initial and batch size must be >= 1, got {initial} and {batch_size}")
+    stop = min(budget, pool_size)
+    if initial > stop:
+        raise ValueError(f"initial labels ({initial}) exceed the budget / pool size ({stop})")
+    grid = list(range(initial, stop + 1, batch_size))
+    if grid[-1] != stop:
+        grid.append(stop)
+    return grid
+
+
+# ----------------------------------------------------------------------------- one curve
+
+
+def run_curve(
+    X_pool: Sequence[Any],
+    y_pool: Sequence[str],
+    X_test: Sequence[Any],
+    y_test: Sequence[str],
+    classes: Sequence[str],
+    strategy: str | Arm,
+    queue: str = "greedy",
+    initial: int = 10,
+    batch_size: int = 10,
+    budget: int = 300,
+    seed: int = 0,
+    modality: str = "image",
+    estimator_params: dict[str, Any] | None = None,
+    on_round: Callable[[int, float], None] | None = None,
+) -> dict[str, list]:
+    """Replay one labelling project and return ``{"labels": [...], "accuracy": [...]}``.
+
+    ``strategy`` is an arm spec (see :func:`parse_arm`; ``queue`` is the default queue for a
+    spec without ``+QUEUE``) or an :class:`Arm`. ``labels`` is :func:`label_grid`; ``accuracy``
+    the test accuracy of the model trained on that many labels. ``estimator_params`` go to
+    :func:`model.estimators.make_estimator` (e.g. ``{"C": 1.0}``). ``on_round(labels, accuracy)``
+    is called after every evaluation (progress reporting). Single-label only.
+    """
+    arm = strategy if isinstance(strategy, Arm) else parse_arm(strategy, default_queue=queue)
+    params = dict(estimator_params or {})
+    classes = list(classes)
+    y_pool = [str(v) for v in y_pool]
+    y_test = [str(v) for v in y_test]
+    grid = label_grid(initial, batch_size, budget, len(X_pool))
+
+    labelled = list(initial_indices(y_pool, initial, seed))
+    unlabelled_mask = np.ones(len(X_pool), dtype=bool)
+    unlabelled_mask[labelled] = False
+    acquisition = None if arm.is_random else get_strategy(arm.strategy)
+    ordering = None if arm.is_random else get_queue(arm.queue, **arm.queue_params)
+    random_picks = np.random.default_rng([seed, 1])
+
+    accuracy: list[float] = []
+    for round_index, n_labels in enumerate(grid):
+        estimator = make_estimator(
+            arm.estimator_strategy, modality, classes, False, random_state=seed * 1000 + round_index, **params
+        )
+        estimator.fit([X_pool[i] for i in labelled], [y_pool[i] for i in labelled])
+        predicted = estimator.labels_from_proba(estimator.predict_proba(X_test))
+        score = evaluate(y_test, [row[0] for row in predicted], classes)["accuracy"]
+        accuracy.append(float(score))
+        if on_round is not None:
+            on_round(n_labels, float(score))
+        if round_index + 1 == len(grid):
+            break
+        need = grid[round_index + 1] - n_labels
+        candidates = np.flatnonzero(unlabelled_mask)
+        if arm.is_random:
+            picked = random_picks.choice(candidates, size=need, replace=False)
+        else:
+            pool_x = [X_pool[i] for i in candidates]
+            _, uncertainty = uncertainty_for(estimator, acquisition, pool_x)
+            features = estimator.transform(pool_x) if arm.queue == "cluster" else None
+            order = ordering.order(uncertainty, features=features, random_state=seed * 100_003 + round_index).order
+            picked = candidates[order[:need]]
+        labelled.extend(int(i) for i in picked)
+        unlabelled_mask[picked] = False
+    return {"labels": grid, "accuracy": accuracy}
+
+
+# ----------------------------------------------------------------------------- summaries
+
+
+def aggregate(curves: Sequence[dict[str, list]]) -> dict[str, list]:
+    """Mean and spread over seeds of curves sharing one label grid.
+
+    Returns ``labels``, ``accuracy_mean``, ``accuracy_std`` (sample standard deviation over
+    seeds, ddof=1; 0 for one seed) and ``accuracy_per_seed`` (one list per curve).
+    """
+    if not curves:
+        raise ValueError("no curves to aggregate")
+    labels = list(curves[0]["labels"])
+    for curve in curves[1:]:
+        if list(curve["labels"]) != labels:
+            raise ValueError("curves have different label grids; cannot aggregate")
+    acc = np.asarray([curve["accuracy"] for curve in curves], dtype=np.float64)
+    std = acc.std(axis=0, ddof=1) if len(curves) > 1 else np.zeros(acc.shape[1])
+    return {
+        "labels": labels,
+        "accuracy_mean": acc.mean(axis=0).tolist(),
+        "accuracy_std": std.tolist(),
+        "accuracy_per_seed": acc.tolist(),
+    }
+
+
+def labels_to_reach(labels: Sequence[int], accuracy_mean: Sequence[float], target: float) -> int | None:
+    """The first label count at which the mean curve reaches ``target``; None if it never does.
+
+    Evaluated on the curve's grid (so a resolution of one batch); "first" means the mean curve
+    crosses the target there, even if a later round dips below it again.
+    """
+    for n, acc in zip(labels, accuracy_mean, strict=True):
+        if acc >= target - _EPS:
+            return int(n)
+    return None
+
+
+def accuracy_at(labels: Sequence[int], accuracy_mean: Sequence[float], budget: int) -> float | None:
+    """Mean accuracy at the largest evaluated label count <= ``budget`` (None before the first)."""
+    best = None
+    for n, acc in zip(labels, accuracy_mean, strict=True):
+        if n <= budget:
+            best = float(acc)
+    return best
+
+
+def target_key(target: float) -> str:
+    """JSON key of a target: ``0.9`` -> ``"0.90"``, ``0.925`` -> ``"0.925"``."""
+    text = f"{target:.2f}"
+    return text if math.isclose(float(text), target, abs_tol=1e-12) else repr(float(target))
+
+
+def summarise(
+    results: dict[str, dict[str, list]],
+    targets: Sequence[float],
+    report_at: Sequence[int],
+    control: str = RANDOM,
+    gap_from: int = 30,
+) -> dict[str, dict[str, Any]]:
+    """Add the headline figures to each aggregated arm of ``results`` (name -> :func:`aggregate`).
+
+    Per arm: ``labels_to_reach`` (target key -> labels or None), ``accuracy_at`` (label count ->
+    mean accuracy), and, against the ``control`` arm, ``saving_vs_random`` (target key -> labels
+    random needs / labels the arm needs, None when either never reaches the target),
+    ``saving_vs_random_at_least`` (when only the arm reaches it: random's largest evaluated
+    label count / the arm's labels, a lower bound), and ``worst_gap_vs_random`` (the minimum of
+    arm mean - random mean over the shared label counts >= ``gap_from``; negative = behind).
+    """
+    out: dict[str, dict[str, Any]] = {}
+    reference = results.get(control)
+    for name, agg in results.items():
+        labels, mean = agg["labels"], agg["accuracy_mean"]
+        entry: dict[str, Any] = dict(agg)
+        entry["labels_to_reach"] = {target_key(t): labels_to_reach(labels, mean, t) for t in targets}
+        entry["accuracy_at"] = {str(b): accuracy_at(labels, mean, b) for b in report_at}
+        out[name] = entry
+    if reference is None:
+        return out
+    ref_labels, ref_mean = reference["labels"], reference["accuracy_mean"]
+    ref_at = dict(zip(ref_labels, ref_mean, strict=True))
+    for entry in out.values():
+        saving: dict[str, float | None] = {}
+        at_least: dict[str, float | None] = {}
+        for t in targets:
+            key = target_key(t)
+            mine = entry["labels_to_reach"][key]
+            theirs = labels_to_reach(ref_labels, ref_mean, t)
+            saving[key] = theirs / mine if mine and theirs else None
+            at_least[key] = ref_labels[-1] / mine if mine and theirs is None else None
+        gaps = [
+            acc - ref_at[n]
+            for n, acc in zip(entry["labels"], entry["accuracy_mean"], strict=True)
+            if n >= gap_from and n in ref_at
+        ]
+        entry["saving_vs_random"] = saving
+        entry["saving_vs_random_at_least"] = at_least
+        entry["worst_gap_vs_random"] = min(gaps) if gaps else None
+    return out
