@@ -5,7 +5,7 @@ import pytest
 import scipy.sparse as sp
 from sklearn.base import clone
 
-from model.features import PixelFeatures, make_text_features
+from model.features import PixelFeatures, RBFImageFeatures, make_image_features, make_text_features
 from model.persistence import dumps, loads
 
 
@@ -128,3 +128,128 @@ def test_pixel_features_skops_round_trip():
     again = loads(dumps(pf))
     assert isinstance(again, PixelFeatures)
     assert again.get_params() == pf.get_params()
+
+
+# ----------------------------------------------------------------- RBF kernel features
+
+
+def _images(n: int, seed: int = 0, shape=(8, 8)) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, size=shape, dtype=np.uint8) for _ in range(n)]
+
+
+def _digits(n: int) -> tuple[list[np.ndarray], list[str]]:
+    """``n`` of scikit-learn's digits in a fixed random order (the file is sorted by writer)."""
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    rows = np.random.default_rng(0).permutation(len(data.target))[:n]
+    images = list(np.rint(data.images[rows] * (255.0 / 16.0)).astype(np.uint8))
+    return images, [str(t) for t in data.target[rows]]
+
+
+def test_rbf_features_reproduce_the_kernel_on_training_rows():
+    images = _images(40)
+    f = RBFImageFeatures(rcond=0.0).fit(images)
+    X = f.transform(images)
+    assert X.dtype == np.float64 and X.shape == (40, f.n_features_out)
+    pixels = PixelFeatures().transform(images).astype(np.float64)
+    # gamma: scikit-learn's "scale" heuristic from the training pixels
+    assert f.gamma_ == pytest.approx(1.0 / (pixels.shape[1] * pixels.var()))
+    # landmarks are stored as uint8 and give back exactly the pixel features
+    assert f.landmarks_.dtype == np.uint8
+    np.testing.assert_array_equal(f.landmarks_.astype(np.float32) / 255.0, np.unique(pixels.astype(np.float32), axis=0))
+    sq = ((pixels[:, None, :] - pixels[None, :, :]) ** 2).sum(axis=-1)
+    # float32 distances: kernel values to ~1e-5
+    np.testing.assert_allclose(X @ X.T, np.exp(-f.gamma_ * sq), atol=2e-5)
+    np.testing.assert_allclose(np.linalg.norm(X, axis=1), 1.0, atol=2e-5)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 5])
+def test_rbf_features_fit_on_a_handful_of_rows(n):
+    images = _images(n, shape=(5, 7, 3))
+    f = make_image_features(random_state=0).fit(images)
+    X = f.transform(_images(4, seed=1, shape=(9, 9)))  # other sizes and channels are fine
+    assert X.shape == (4, f.n_features_out) and 1 <= f.n_features_out <= n
+    assert np.isfinite(X).all()
+    assert f.transform([]).shape == (0, f.n_features_out)
+
+
+def test_rbf_features_blank_and_duplicate_images():
+    blank = np.zeros((6, 6), np.uint8)
+    f = RBFImageFeatures().fit([blank, blank, blank])
+    assert f.gamma_ == pytest.approx(1.0 / (16 * 16 * 3))  # no pixel variance: fallback gamma
+    assert f.landmarks_.shape[0] == 1  # duplicates are one landmark
+    assert np.isfinite(f.transform(_images(3))).all()
+    a, b = _images(2)
+    nearly_a = a.copy()
+    nearly_a[0, 0] ^= 1  # a near-duplicate: a tiny kernel eigenvalue, cut instead of amplified
+    X = RBFImageFeatures().fit([a, nearly_a, b]).transform(_images(20, seed=3))
+    assert np.abs(X).max() < 10
+
+
+def test_rbf_features_landmark_cap_and_determinism():
+    images = _images(60)
+    f = RBFImageFeatures(max_landmarks=25, random_state=3).fit(images)
+    assert f.landmarks_.shape[0] == 25 and f.n_features_out <= 25
+    same = RBFImageFeatures(max_landmarks=25, random_state=3).fit(images)
+    np.testing.assert_array_equal(f.transform(images[:5]), same.transform(images[:5]))
+    other = RBFImageFeatures(max_landmarks=25, random_state=4).fit(images)
+    assert not np.array_equal(other.landmarks_, f.landmarks_)
+    # below the cap every (distinct) row is a landmark, whatever the seed and the row order
+    full = RBFImageFeatures(random_state=1).fit(images)
+    shuffled = RBFImageFeatures(random_state=2).fit(images[::-1])
+    np.testing.assert_array_equal(full.transform(images[:5]), shuffled.transform(images[:5]))
+
+
+@pytest.mark.parametrize(
+    "param,value", [("max_landmarks", 0), ("max_landmarks", 2.5), ("gamma_scale", 0.0), ("rcond", 1.0)]
+)
+def test_rbf_features_bad_parameters(param, value):
+    with pytest.raises(ValueError, match=param):
+        RBFImageFeatures(**{param: value}).fit(_images(3))
+
+
+def test_rbf_features_unfitted_and_empty():
+    from sklearn.exceptions import NotFittedError
+
+    with pytest.raises(NotFittedError):
+        RBFImageFeatures().transform(_images(1))
+    with pytest.raises(ValueError, match="zero images"):
+        RBFImageFeatures().fit([])
+    with pytest.raises(ValueError, match="image 1"):
+        RBFImageFeatures().fit([np.zeros((4, 4), np.uint8), np.zeros((4, 4), np.float32)])
+
+
+def test_rbf_features_beat_pixels_for_a_linear_model_on_digits():
+    from sklearn.linear_model import LogisticRegression
+
+    # 300 random training rows: 94.4 % on pixels, 96.6 % on RBF features
+    images, labels = _digits(1797)
+    train, test = slice(0, 300), slice(1000, 1797)
+    scores = {}
+    for name, f in {"pixels": PixelFeatures(), "rbf": RBFImageFeatures()}.items():
+        f.fit(images[train])
+        model = LogisticRegression(C=10.0, max_iter=1000).fit(f.transform(images[train]), labels[train])
+        scores[name] = model.score(f.transform(images[test]), labels[test])
+    assert scores["rbf"] > scores["pixels"] + 0.01
+
+
+def test_rbf_features_transform_is_fast():
+    images, _ = _digits(1000)
+    f = RBFImageFeatures().fit(images)  # 1,000 landmarks: the cap
+    best = min(_timed(f.transform, images) for _ in range(3))
+    # ~40 ms on one core (pixels ~17 ms of it); the bound is loose for a busy CI box.
+    assert best < 0.5
+
+
+def test_rbf_features_skops_round_trip():
+    images = _images(12)
+    f = RBFImageFeatures(max_landmarks=8, random_state=0).fit(images)
+    data = dumps(f)
+    import skops.io as sio
+
+    assert set(sio.get_untrusted_types(data=data)) <= {"model.features.RBFImageFeatures"}
+    again = loads(data)
+    assert again.get_params() == f.get_params()
+    np.testing.assert_array_equal(again.transform(images), f.transform(images))

@@ -6,7 +6,7 @@ import torch
 from sklearn.datasets import load_digits
 
 from model.estimators import ChoiceClassifier
-from model.torch_mlp import MLPParams, _dropout_mask
+from model.torch_mlp import MLPParams, _dropout_mask, batch_bounds
 from model.uncertainty import uncertainty_for
 
 CLASSES = ["sports", "politics", "tech", "weather"]  # "weather" is never labelled
@@ -198,3 +198,34 @@ def test_refit_as_another_kind_drops_old_state():
     clf.set_params(model="mlp", epochs=1).fit(TEXTS, LABELS)
     assert clf.kind_ == "mlp" and not hasattr(clf, "model_")
     assert clf.predict_proba_samples(TEXTS[:2]).shape == (20, 2, 4)
+
+
+@pytest.mark.parametrize("n", [1, 2, 5, 63, 64, 65, 127, 128, 129, 130, 200, 256, 257, 258, 260, 1000])
+@pytest.mark.parametrize("batch_size", [1, 3, 64, 128])
+def test_batch_bounds_cover_every_row_without_short_batches(n, batch_size):
+    bounds = batch_bounds(n, batch_size)
+    assert bounds[0][0] == 0 and bounds[-1][1] == n
+    assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:], strict=False))  # contiguous: each row once
+    sizes = [stop - start for start, stop in bounds]
+    assert len(sizes) == -(-n // batch_size)  # as many steps as plain slicing takes
+    assert max(sizes) <= batch_size and max(sizes) - min(sizes) <= 1
+    assert min(sizes) >= min(batch_size, n) // 2
+
+
+@pytest.mark.parametrize("n", [129, 130, 258])
+def test_no_optimiser_step_on_a_tiny_trailing_batch(digits, n, monkeypatch):
+    # n = k * 128 + 1 or + 2 used to end every epoch with a step on 1-2 rows.
+    import model.torch_mlp as torch_mlp
+
+    sizes = []
+    original = torch_mlp.F.cross_entropy
+
+    def recording(logits, target, *args, **kwargs):
+        sizes.append(logits.shape[0])
+        return original(logits, target, *args, **kwargs)
+
+    monkeypatch.setattr(torch_mlp.F, "cross_entropy", recording)
+    images, labels = digits
+    ChoiceClassifier(modality="image", classes=DIGIT_CLASSES, model="mlp", epochs=1).fit(images[:n], labels[:n])
+    assert sizes and sum(sizes) % n == 0  # whole epochs: every row used equally often
+    assert min(sizes) >= 128 // 2
