@@ -26,10 +26,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.linear_model import LogisticRegression
 from sklearn.utils.validation import check_is_fitted
 
+from model.calibration import CALIBRATIONS, ProbabilityCalibrator, choose_calibration, out_of_fold_proba
 from model.committee import (
     check_committee_size,
     committee_proba,
@@ -37,7 +38,7 @@ from model.committee import (
     fit_logistic_head,
     logistic_head_proba,
 )
-from model.features import PixelFeatures, drop_empty_text_blocks, make_text_features
+from model.features import drop_empty_text_blocks, make_image_features, make_text_features
 from model.uncertainty import get_strategy
 
 MODALITIES = ("text", "image")
@@ -55,6 +56,7 @@ _ADDED_PARAMS: dict[str, Any] = {
     "lr": 3e-3,
     "weight_decay": 1e-4,
     "batch_size": 128,
+    "calibration": "none",
 }
 
 
@@ -90,6 +92,16 @@ class ChoiceClassifier(ClassifierMixin, BaseEstimator):
         ``"mlp"`` only: width of the hidden layer, dropout rate after it, passes over the
         training rows (at least :data:`model.torch_mlp.MIN_STEPS` optimiser steps are taken
         on tiny sets), AdamW learning rate and decoupled weight decay, mini-batch size.
+    calibration:
+        ``"none"`` (default), ``"temperature"``, ``"sigmoid"``, ``"isotonic"`` or ``"auto"``:
+        recalibrate :meth:`predict_proba` with a :class:`model.calibration.ProbabilityCalibrator`
+        fitted during ``fit`` on out-of-fold probabilities of the training rows (3 folds,
+        stratified for single-label, each fitting a clone with ``calibration="none"``, so ``fit``
+        costs three extra fits). The caller's validation split is never used, so calibration
+        measured on it stays honest.
+        Applied only with enough labels (:func:`model.calibration.choose_calibration`: >= 50
+        rows and >= 3 per class); ``"auto"`` picks ``"temperature"`` for single-label and
+        ``"sigmoid"`` for multi-label. What was used is in ``calibration_``.
 
     Attributes (after fit)
     ----------------------
@@ -113,6 +125,11 @@ class ChoiceClassifier(ClassifierMixin, BaseEstimator):
     mc_seed_: "mlp" -- seed of the MC-dropout masks, fixed at fit time so a fitted (or
         reloaded) model gives the same samples for the same input.
     members_: "committee" -- the members' heads (see :func:`model.committee.fit_logistic_head`).
+    calibration_: the calibration actually applied: ``"none"`` or a method of
+        :data:`model.calibration.METHODS` (``"auto"`` resolved, ``"none"`` if there were too few labels).
+    calibration_reason_: why (``"not requested"``, ``"requested"``, ``"auto: ..."``, or what was
+        missing, e.g. ``"too few labelled rows to calibrate: 30 < 50"``), for reports.
+    calibrator_: the fitted :class:`model.calibration.ProbabilityCalibrator`, or None.
     """
 
     def __init__(
@@ -131,6 +148,7 @@ class ChoiceClassifier(ClassifierMixin, BaseEstimator):
         lr: float = 3e-3,
         weight_decay: float = 1e-4,
         batch_size: int = 128,
+        calibration: str = "none",
     ):
         self.modality = modality
         self.classes = classes
@@ -146,6 +164,7 @@ class ChoiceClassifier(ClassifierMixin, BaseEstimator):
         self.lr = lr
         self.weight_decay = weight_decay
         self.batch_size = batch_size
+        self.calibration = calibration
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         """Fill in parameters and ``kind_`` missing from model files written before they existed."""
@@ -154,6 +173,9 @@ class ChoiceClassifier(ClassifierMixin, BaseEstimator):
             state.setdefault(name, default)
         if "classes_" in state:
             state.setdefault("kind_", "logreg")
+            state.setdefault("calibration_", "none")
+            state.setdefault("calibration_reason_", "not requested")
+            state.setdefault("calibrator_", None)
         super().__setstate__(state)
 
     # ------------------------------------------------------------------ fit
@@ -172,6 +194,8 @@ class ChoiceClassifier(ClassifierMixin, BaseEstimator):
         mlp_params = self._mlp_params() if self.model == "mlp" else None
         if self.model == "committee":
             check_committee_size(self.committee_size)
+        if self.calibration not in CALIBRATIONS:
+            raise ValueError(f"calibration must be one of {CALIBRATIONS}, got {self.calibration!r}")
         index = {name: i for i, name in enumerate(classes)}
         # Validate the labels before the (comparatively slow) feature fit, so label errors
         # surface as such rather than as some feature-extraction failure.
@@ -206,7 +230,24 @@ class ChoiceClassifier(ClassifierMixin, BaseEstimator):
             else:
                 self.model_ = head["model"]
                 self.seen_ = head["seen"]
+        self._fit_calibration(X, y, targets)
         return self
+
+    def _fit_calibration(self, X: Sequence[Any], y: Sequence[Any], targets: np.ndarray) -> None:
+        """Set ``calibration_``, ``calibration_reason_`` and ``calibrator_`` (see ``calibration``)."""
+        self.calibrator_ = None
+        self.calibration_, self.calibration_reason_ = choose_calibration(self.calibration, targets, self.multi_label)
+        if self.calibration_ == "none":
+            return
+        held_out = out_of_fold_proba(
+            clone(self).set_params(calibration="none"),
+            X,
+            y,
+            targets,
+            multi_label=self.multi_label,
+            random_state=self.random_state,
+        )
+        self.calibrator_ = ProbabilityCalibrator(self.calibration_, multi_label=self.multi_label).fit(held_out, targets)
 
     def _mlp_params(self) -> Any:
         """The validated ``MLPParams`` (imports torch: only called for ``model="mlp"``)."""
@@ -264,16 +305,19 @@ class ChoiceClassifier(ClassifierMixin, BaseEstimator):
 
         Single-label rows sum to 1 and classes unseen in training get 0. Multi-label columns
         are independent probabilities in [0, 1]. "mlp" runs one deterministic pass (dropout
-        off); "committee" returns the members' mean (a bagged logistic regression).
+        off); "committee" returns the members' mean (a bagged logistic regression). When a
+        calibration was fitted (``calibration_ != "none"``) the probabilities are calibrated.
         """
         features = self._features_or_none(X)
         if features is None:
             return np.zeros((0, len(self.classes_)), dtype=np.float64)
         if self.kind_ == "mlp":
-            return self._mlp_proba(features, n_samples=None)
-        if self.kind_ == "committee":
-            return self._committee_proba(features).mean(axis=0)
-        return self._logreg_proba(features)
+            proba = self._mlp_proba(features, n_samples=None)
+        elif self.kind_ == "committee":
+            proba = self._committee_proba(features).mean(axis=0)
+        else:
+            proba = self._logreg_proba(features)
+        return proba if self.calibrator_ is None else self.calibrator_.transform(proba)
 
     def predict_proba_samples(self, X: Sequence[Any]) -> np.ndarray:
         """Return float64 sampled probabilities of shape (T, len(X), len(classes_)).
@@ -285,6 +329,13 @@ class ChoiceClassifier(ClassifierMixin, BaseEstimator):
           disagreement: BALD is 0, predictive entropy equals entropy).
 
         Each sample obeys the :meth:`predict_proba` contract (rows sum to 1 / independent).
+
+        Samples are never calibrated, even when :meth:`predict_proba` is: the calibrator is a
+        map fitted to the *mean* prediction, not to single dropout masks or committee members,
+        and applying it per sample would reshape the disagreement between samples that BALD and
+        vote entropy measure (isotonic steps even collapse distinct samples onto one value).
+        These functions only rank tasks, for which the raw disagreement is the right signal.
+        So for "logreg" the single sample equals the *uncalibrated* probabilities.
         """
         n_samples = self._n_samples()
         features = self._features_or_none(X)
@@ -415,7 +466,9 @@ class ChoiceClassifier(ClassifierMixin, BaseEstimator):
     def _make_features(self, X: Sequence[Any]) -> Any:
         if self.modality == "text":
             return drop_empty_text_blocks(make_text_features(random_state=self.random_state), X)
-        return PixelFeatures()
+        # RBF-kernel features over the pixels (model.features.RBFImageFeatures); files fitted
+        # before it keep their stored PixelFeatures.
+        return make_image_features(random_state=self.random_state)
 
     def _logistic(self) -> LogisticRegression:
         return LogisticRegression(C=self.C, max_iter=1000, random_state=self.random_state)

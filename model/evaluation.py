@@ -10,7 +10,13 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
+from sklearn.metrics import (
+    accuracy_score,
+    confusion_matrix,
+    f1_score,
+    multilabel_confusion_matrix,
+    precision_recall_fscore_support,
+)
 from sklearn.preprocessing import MultiLabelBinarizer
 
 
@@ -28,7 +34,19 @@ def evaluate(
         {"accuracy": float | None,   # subset accuracy (exact label set) for multi-label
          "macro_f1": float | None,
          "n": int,
-         "per_class": {label: {"precision", "recall", "f1", "support"}}}  # every class
+         "per_class": {label: {"precision", "recall", "f1", "support"}},  # every class
+         "confusion": ...}
+
+    ``confusion`` is the raw count table behind those ratios, so a report can show *which*
+    classes get confused (a macro F1 cannot). Every configured class is present, in
+    ``classes`` order, even if it never occurs:
+
+    * single-label: ``{"labels": classes, "matrix": [[int]]}``, rows = true class,
+      columns = predicted class (``matrix[i][j]`` = rows of ``classes[i]`` predicted as
+      ``classes[j]``);
+    * multi-label: ``{"labels": classes, "per_class": {label: {"tp", "fp", "fn", "tn"}}}`` --
+      labels are independent yes/no decisions, so one 2x2 table per label (a C x C matrix
+      has no meaning when a row can carry several labels).
 
     ``macro_f1`` averages over the classes that occur in ``y_true`` or ``y_pred``: a class
     absent from both was neither missed nor wrongly predicted, and counting it as F1 = 0
@@ -45,17 +63,23 @@ def evaluate(
             "macro_f1": None,
             "n": 0,
             "per_class": {c: {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0} for c in classes},
+            "confusion": _confusion(None, None, classes, multi_label),
         }
 
     if multi_label:
-        _check_known([label for row in (*y_true, *y_pred) for label in _row(row)], classes)
+        check_known_labels([label for row in (*y_true, *y_pred) for label in label_row(row)], classes)
         binarizer = MultiLabelBinarizer(classes=classes).fit([])
-        true = binarizer.transform([_row(r) for r in y_true])
-        pred = binarizer.transform([_row(r) for r in y_pred])
+        true = binarizer.transform([label_row(r) for r in y_true])
+        pred = binarizer.transform([label_row(r) for r in y_pred])
+        if len(classes) == 1:
+            # sklearn reads a one-column indicator matrix as a binary *vector* whose classes are
+            # the values 0 and 1, so labels=[0] would score "absent" as the positive class. A
+            # never-set padding column makes it a real indicator matrix and changes no score.
+            true, pred = (np.hstack([m, np.zeros_like(m)]) for m in (true, pred))
         labels: list[Any] = list(range(len(classes)))
         present = sorted(set(np.flatnonzero(true.any(axis=0) | pred.any(axis=0)).tolist()))
     else:
-        _check_known([*y_true, *y_pred], classes)
+        check_known_labels([*y_true, *y_pred], classes)
         true, pred = np.asarray(y_true, dtype=object), np.asarray(y_pred, dtype=object)
         labels = classes
         occurring = set(y_true) | set(y_pred)
@@ -79,17 +103,52 @@ def evaluate(
             }
             for i, name in enumerate(classes)
         },
+        "confusion": _confusion(true, pred, classes, multi_label),
     }
 
 
-def _row(row: Any) -> list[Any]:
+def _confusion(true: Any, pred: Any, classes: list[str], multi_label: bool) -> dict[str, Any]:
+    """The ``confusion`` entry of :func:`evaluate` (all zeros when ``true`` is None: no rows).
+
+    ``true`` / ``pred`` are what :func:`evaluate` scored: label-name arrays (single-label) or
+    0/1 indicator matrices over ``classes`` (multi-label).
+    """
+    n_classes = len(classes)
+    if multi_label:
+        # sklearn's per-label table is [[tn, fp], [fn, tp]].
+        tables = (
+            np.zeros((n_classes, 2, 2), dtype=np.int64)
+            if true is None
+            else multilabel_confusion_matrix(true, pred)[:n_classes]  # drops the one-class padding
+        )
+        per_class = {
+            name: {
+                "tp": int(tables[i, 1, 1]),
+                "fp": int(tables[i, 0, 1]),
+                "fn": int(tables[i, 1, 0]),
+                "tn": int(tables[i, 0, 0]),
+            }
+            for i, name in enumerate(classes)
+        }
+        return {"labels": list(classes), "per_class": per_class}
+    matrix = (
+        np.zeros((n_classes, n_classes), dtype=np.int64)
+        if true is None
+        else confusion_matrix(true, pred, labels=classes)
+    )
+    return {"labels": list(classes), "matrix": [[int(v) for v in row] for row in matrix]}
+
+
+def label_row(row: Any) -> list[Any]:
+    """One multi-label row as a list of label names (a bare string is refused: it is not a row)."""
     if isinstance(row, str) or not isinstance(row, (list, tuple, set, frozenset, np.ndarray)):
         raise ValueError(f"multi-label rows must be lists of label names, got {row!r}")
     return list(row)
 
 
-def _check_known(labels: list[Any], classes: list[str]) -> None:
+def check_known_labels(labels: Sequence[Any], classes: Sequence[str]) -> None:
+    """Refuse labels outside the configured classes, naming them: a data/config mismatch to fix, not to skip."""
     known = set(classes)
     unknown = sorted({repr(label) for label in labels if not isinstance(label, str) or label not in known})
     if unknown:
-        raise ValueError(f"unknown label(s) {', '.join(unknown)}; configured classes: {classes}")
+        raise ValueError(f"unknown label(s) {', '.join(unknown)}; configured classes: {list(classes)}")

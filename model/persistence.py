@@ -16,6 +16,7 @@ import skops.io as sio
 
 # Imported for their side effect: the classes our blobs contain must be loaded for the
 # allowlist check below, which only resolves names among already imported modules.
+import model.calibration  # noqa: F401  (ProbabilityCalibrator, inside calibrated estimators)
 import model.estimators  # noqa: F401
 import model.features  # noqa: F401
 

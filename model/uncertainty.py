@@ -334,6 +334,24 @@ def confidence_score(uncertainty: np.ndarray | float) -> np.ndarray:
     return np.clip(1.0 - np.asarray(uncertainty, dtype=np.float64), 0.0, 1.0)
 
 
+def decision_confidence(probs: np.ndarray, multi_label: bool = False) -> np.ndarray:
+    """Probability that the predicted label (set) is right, per task, for auto-labelling thresholds.
+
+    Single-label: the top class's probability. Multi-label: the product over classes of
+    ``max(p, 1 - p)`` -- the chance that every independent yes/no decision at 0.5 is right. Unlike
+    the acquisition scores this is not normalised per strategy: it is the quantity whose
+    precision the validation split measures.
+    """
+    probs = np.asarray(probs, dtype=np.float64)
+    if probs.ndim != 2:
+        raise ValueError(f"probabilities must be (n_tasks, n_classes), got shape {probs.shape}")
+    if probs.shape[0] == 0:
+        return np.zeros(0)
+    if multi_label:
+        return np.prod(np.maximum(probs, 1.0 - probs), axis=1)
+    return probs.max(axis=1)
+
+
 def _entropy(probs: np.ndarray) -> np.ndarray:
     """Shannon entropy (nats) over the last axis, with 0 * log 0 taken as 0."""
     return -(probs * np.log(np.where(probs > 0.0, probs, 1.0))).sum(axis=-1)

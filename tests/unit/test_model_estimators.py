@@ -57,6 +57,7 @@ def test_is_sklearn_classifier_with_plain_init():
         "lr": 3e-3,
         "weight_decay": 1e-4,
         "batch_size": 128,
+        "calibration": "none",
     }
 
 

@@ -72,3 +72,50 @@ def test_unknown_labels_and_bad_input():
         evaluate(["cat"], [], CLASSES)
     with pytest.raises(ValueError, match="lists"):
         evaluate(["cat"], ["cat"], CLASSES, multi_label=True)
+
+
+def test_single_label_confusion_matrix():
+    y_true = ["cat", "cat", "dog", "dog", "dog"]
+    y_pred = ["cat", "dog", "dog", "dog", "cat"]
+    confusion = evaluate(y_true, y_pred, CLASSES)["confusion"]
+    json.dumps(confusion)
+    # rows = true class, columns = predicted, in CLASSES order; "bird" never occurs but is present
+    assert confusion == {"labels": CLASSES, "matrix": [[1, 1, 0], [1, 2, 0], [0, 0, 0]]}
+    assert all(type(v) is int for row in confusion["matrix"] for v in row)
+
+
+def test_single_label_confusion_matrix_predicted_only_class():
+    confusion = evaluate(["cat", "cat"], ["cat", "bird"], CLASSES)["confusion"]
+    assert confusion["matrix"] == [[1, 0, 1], [0, 0, 0], [0, 0, 0]]
+
+
+def test_multi_label_confusion_per_class():
+    y_true = [["cat", "dog"], [], ["bird"]]
+    y_pred = [["cat"], [], ["bird", "dog"]]
+    confusion = evaluate(y_true, y_pred, CLASSES, multi_label=True)["confusion"]
+    json.dumps(confusion)
+    assert confusion == {
+        "labels": CLASSES,
+        "per_class": {
+            "cat": {"tp": 1, "fp": 0, "fn": 0, "tn": 2},
+            "dog": {"tp": 0, "fp": 1, "fn": 1, "tn": 1},
+            "bird": {"tp": 1, "fp": 0, "fn": 0, "tn": 2},
+        },
+    }
+
+
+def test_confusion_of_empty_inputs_is_all_zero():
+    single = evaluate([], [], CLASSES)["confusion"]
+    assert single == {"labels": CLASSES, "matrix": [[0, 0, 0], [0, 0, 0], [0, 0, 0]]}
+    multi = evaluate([], [], CLASSES, multi_label=True)["confusion"]
+    assert multi["labels"] == CLASSES
+    assert multi["per_class"] == {c: {"tp": 0, "fp": 0, "fn": 0, "tn": 0} for c in CLASSES}
+
+
+def test_multi_label_with_one_class_scores_the_label_not_its_absence():
+    # A one-column indicator matrix must not be read as a binary vector with positive class 0.
+    out = evaluate([["cat"], [], ["cat"]], [["cat"], ["cat"], []], ["cat"], multi_label=True)
+    assert out["per_class"]["cat"] == pytest.approx({"precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 2})
+    assert out["macro_f1"] == pytest.approx(0.5)
+    assert out["accuracy"] == pytest.approx(1 / 3)
+    assert out["confusion"]["per_class"] == {"cat": {"tp": 1, "fp": 1, "fn": 1, "tn": 0}}

@@ -142,3 +142,41 @@ def test_model_files_from_before_the_new_parameters_still_load():
     assert again.get_params() == ChoiceClassifier(classes=["pos", "neg"]).get_params()
     assert again.kind_ == "logreg"
     np.testing.assert_array_equal(again.predict_proba(TEXTS), expected)
+
+
+def _calibration_data(n=60):
+    rng = np.random.default_rng(0)
+    texts, labels = [], []
+    for i in range(n):
+        label = ["pos", "neg", "meh"][i % 3]
+        texts.append(f"{label}{rng.integers(4)} common{rng.integers(6)} common{rng.integers(6)}")
+        labels.append(label if rng.random() > 0.3 else "pos")
+    return texts, labels
+
+
+@pytest.mark.parametrize("calibration", ["temperature", "sigmoid", "isotonic"])
+def test_calibrated_round_trip_identical(calibration):
+    texts, labels = _calibration_data()
+    clf = ChoiceClassifier(classes=["pos", "neg", "meh", "unused"], calibration=calibration).fit(texts, labels)
+    assert clf.calibration_ == calibration
+    data = dumps(clf)
+    # The calibrator is our own class (allowlisted under "model"); its sklearn parts are trusted by skops.
+    assert set(sio.get_untrusted_types(data=data)) == {
+        "model.estimators.ChoiceClassifier",
+        "model.calibration.ProbabilityCalibrator",
+    }
+    again = loads(data)
+    assert again.get_params() == clf.get_params()
+    assert (again.calibration_, again.calibration_reason_) == (clf.calibration_, clf.calibration_reason_)
+    queries = texts + ["unseen words", "pos1"]
+    np.testing.assert_array_equal(again.predict_proba(queries), clf.predict_proba(queries))
+
+
+def test_model_files_from_before_calibration_still_load():
+    clf = ChoiceClassifier(classes=["pos", "neg"]).fit(TEXTS, ["pos", "pos", "neg", "neg", "pos"])
+    expected = clf.predict_proba(TEXTS)
+    for name in ("calibration", "calibration_", "calibration_reason_", "calibrator_"):
+        delattr(clf, name)
+    again = loads(dumps(clf))
+    assert again.calibration == "none" and again.calibration_ == "none" and again.calibrator_ is None
+    np.testing.assert_array_equal(again.predict_proba(TEXTS), expected)

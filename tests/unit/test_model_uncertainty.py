@@ -318,3 +318,15 @@ def test_uncertainty_for_dispatches_on_input_ndim():
     est.multi_label = True  # default taken from the estimator
     _, u = uncertainty_for(est, "bald", ["a", "b"])
     np.testing.assert_allclose(u, BALD()(samples, multi_label=True))
+
+
+def test_decision_confidence_single_and_multi_label() -> None:
+    from model.uncertainty import decision_confidence
+
+    single = np.array([[0.7, 0.2, 0.1], [0.4, 0.6, 0.0]])
+    np.testing.assert_allclose(decision_confidence(single), [0.7, 0.6])
+    multi = np.array([[0.9, 0.2], [0.5, 0.5]])
+    np.testing.assert_allclose(decision_confidence(multi, multi_label=True), [0.9 * 0.8, 0.25])
+    assert decision_confidence(np.zeros((0, 3))).shape == (0,)
+    with pytest.raises(ValueError, match="n_tasks, n_classes"):
+        decision_confidence(np.zeros(3))
