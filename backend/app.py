@@ -17,13 +17,14 @@ from typing import Any
 from flask import Flask, Response, g, jsonify, request
 from pydantic import ValidationError
 
+from backend.autolabel import AutolabelError, AutolabelRequest, run_autolabel
 from backend.config import ProjectPolicy, Settings
 from backend.images import ImageFetcher
-from backend.jobs import TrainingJobs
+from backend.jobs import JobBusy, RecordedJobs, TrainingJobs
 from backend.labelconfig import ChoiceSpec, UnsupportedConfig, parse_label_config
 from backend.labelstudio import LabelStudioGateway
 from backend.model_store import ModelStore
-from backend.schema import Iteration, Project
+from backend.schema import Iteration, Job, Project
 from backend.store import Store
 from backend.tasks import BadInput, annotation_labels, make_prediction, task_inputs
 from backend.training import IterationRunner
@@ -92,6 +93,33 @@ def iteration_json(it: Iteration) -> dict[str, Any]:
         "macro_f1": it.macro_f1,
         "metrics": it.metrics,
         "fit_seconds": it.fit_seconds,
+        "ece": it.ece,
+        "calibration": it.calibration,
+        "kappa": it.kappa,
+        "mean_uncertainty": it.mean_uncertainty,
+        "stop_suggested": it.stop_suggested,
+    }
+
+
+def job_json(job: Job) -> dict[str, Any]:
+    def ts(value: Any) -> str | None:
+        return value.isoformat() if value is not None else None
+
+    return {
+        "id": job.id,
+        "project": job.project_id,
+        "kind": job.kind,
+        "status": job.status,
+        "stage": job.stage,
+        "done": job.done,
+        "total": job.total,
+        "params": job.params,
+        "result": job.result,
+        "error": job.error,
+        "worker": job.worker,
+        "created_at": ts(job.created_at),
+        "updated_at": ts(job.updated_at),
+        "finished_at": ts(job.finished_at),
     }
 
 
@@ -106,6 +134,17 @@ class Services:
         # Late-bound so tests (and future plug-ins) can swap how a project reaches Label Studio.
         runner = IterationRunner(store, self.models, lambda p: self.gateway_for(p), settings.push_batch_size)
         self.jobs = TrainingJobs(store, runner, settings.lease_seconds)
+        self.background = RecordedJobs(store)
+
+    def autolabel_work(self, request: AutolabelRequest):  # type: ignore[no-untyped-def]
+        """The auto-labelling run as a job body (``work(progress) -> outcome``)."""
+
+        def work(progress):  # type: ignore[no-untyped-def]
+            return run_autolabel(request, store=self.store, models=self.models,
+                                 gateway_for=lambda p: self.gateway_for(p),
+                                 push_batch_size=self.settings.push_batch_size, progress=progress)
+
+        return work
 
     def gateway_for(self, project: Project) -> LabelStudioGateway:
         url = self.settings.label_studio_url or project.label_studio_url or ""
@@ -325,6 +364,37 @@ def create_app(settings: Settings | None = None, *, start_jobs: bool = True, mig
             ],
         )
 
+    @app.post("/projects/<int:project_id>/autolabel")
+    def autolabel(project_id: int) -> tuple[Response, int]:
+        """Start auto-labelling in the background (for project webhooks); poll GET /jobs/<id>."""
+        body = request.get_json(silent=True, force=True) if request.content_length else {}
+        if not isinstance(body, dict):
+            raise BadInput("request body must be a JSON object", field="body")
+        if store.get_project(project_id) is None:
+            return jsonify(error=f"project {project_id} is unknown", field="project_id"), 404
+        params = _autolabel_params(body)
+        state = store.serving_state(project_id)
+        if state is None or state.version is None:
+            return jsonify(error=f"project {project_id} has no trained model yet: label some tasks or send "
+                                 "START_TRAINING first"), 409
+        try:
+            auto_request = AutolabelRequest(project_id=project_id, **params)
+        except AutolabelError as exc:
+            raise BadInput(str(exc), field="body") from exc
+        try:
+            job_id = services.background.create(project_id, "autolabel", params)
+        except JobBusy as exc:
+            return jsonify(error=str(exc)), 409
+        services.background.start(job_id, services.autolabel_work(auto_request))
+        return jsonify(job_id=job_id, status="queued", url=f"/jobs/{job_id}"), 202
+
+    @app.get("/jobs/<job_id>")
+    def job(job_id: str) -> tuple[Response, int] | Response:
+        found = store.get_job(job_id)
+        if found is None:
+            return jsonify(error=f"job {job_id} is unknown", field="job_id"), 404
+        return jsonify(job_json(found))
+
     @app.after_request
     def _log(resp: Response) -> Response:
         if request.path != "/health":
@@ -333,6 +403,41 @@ def create_app(settings: Settings | None = None, *, start_jobs: bool = True, mig
         return resp
 
     return app
+
+
+def _autolabel_params(body: dict[str, Any]) -> dict[str, Any]:
+    """Validate the autolabel request body: target_precision, view | tasks, create_view."""
+    allowed = ("target_precision", "confidence_level", "view", "tasks", "create_view")
+    unknown = sorted(set(body) - set(allowed))
+    if unknown:
+        raise BadInput(f"unknown field(s) {unknown}; allowed: {', '.join(allowed)}", field=unknown[0])
+    params: dict[str, Any] = {}
+    if "target_precision" in body:
+        value = body["target_precision"]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+            raise BadInput("'target_precision' must be a number in (0, 1]", field="target_precision")
+        params["target_precision"] = float(value)
+    if body.get("confidence_level") is not None:
+        value = body["confidence_level"]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
+            raise BadInput("'confidence_level' must be a number in (0, 1)", field="confidence_level")
+        params["confidence_level"] = float(value)
+    if body.get("view") is not None:
+        if isinstance(body["view"], bool) or not isinstance(body["view"], int):
+            raise BadInput("'view' must be a Data Manager tab (view) id", field="view")
+        params["view"] = body["view"]
+    if body.get("tasks") is not None:
+        tasks = body["tasks"]
+        if not isinstance(tasks, list) or not all(isinstance(t, int) and not isinstance(t, bool) for t in tasks):
+            raise BadInput("'tasks' must be a list of task ids", field="tasks")
+        params["task_ids"] = tasks
+    if "create_view" in body:
+        if not isinstance(body["create_view"], bool):
+            raise BadInput("'create_view' must be true or false", field="create_view")
+        params["create_view"] = body["create_view"]
+    if "view" in params and "task_ids" in params:
+        raise BadInput("give 'view' or 'tasks', not both", field="tasks")
+    return params
 
 
 def _str_or_none(value: Any) -> str | None:

@@ -1,4 +1,5 @@
-"""`labelloop` command line: serve (gunicorn), train (one iteration, for cron), history, db upgrade."""
+"""`labelloop` command line: serve (gunicorn), train (one iteration, for cron), history, autolabel, report,
+simulate, db upgrade."""
 
 from __future__ import annotations
 
@@ -104,14 +105,15 @@ def _history(args: argparse.Namespace, settings: Settings) -> int:
         title += f" - serving {project.current_version or 'nothing yet'}, strategy {project.strategy}"
     table = Table(title=title)
     for column in ("it", "version", "status", "trigger", "strategy", "labels", "train", "val", "pool", "accuracy",
-                   "macro-F1", "easy/med/hard", "fit s", "finished", "error"):
+                   "macro-F1", "ECE", "calib", "kappa", "stop?", "easy/med/hard", "fit s", "finished", "error"):
         table.add_column(column, overflow="fold")
     for it in iterations:
         table.add_row(
             str(it.number), it.version, it.status, it.trigger,
             f"{it.strategy}/{it.queue}" if it.strategy and it.queue else (it.strategy or "-"),
             *(str(v) if v is not None else "-" for v in (it.labels_used, it.n_train, it.n_validation, it.n_pool)),
-            _fmt(it.accuracy), _fmt(it.macro_f1), _difficulty(it.metrics), _fmt(it.fit_seconds),
+            _fmt(it.accuracy), _fmt(it.macro_f1), _fmt(it.ece), it.calibration or "-", _fmt(it.kappa),
+            {True: "STOP", False: "no", None: "-"}[it.stop_suggested], _difficulty(it.metrics), _fmt(it.fit_seconds),
             it.finished_at.strftime("%Y-%m-%d %H:%M:%S") if it.finished_at else "-",
             (it.error or "")[:120],
         )
@@ -119,6 +121,111 @@ def _history(args: argparse.Namespace, settings: Settings) -> int:
     Console(width=None if sys.stdout.isatty() else 200).print(table)
     if not iterations:
         print(f"project {args.project} has no iterations yet")
+    return 0
+
+
+def _read_task_ids(path: str) -> list[int]:
+    """Task ids from a file: a JSON list, or one id per line (blank lines and # comments ignored)."""
+    from pathlib import Path
+
+    text = Path(path).read_text()
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        data = [line.split("#", 1)[0].strip() for line in text.splitlines()]
+        data = [line for line in data if line]
+    if not isinstance(data, list):
+        raise ValueError(f"{path}: expected a JSON list of task ids or one id per line")
+    try:
+        return [int(v) for v in data]
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: not a task id: {exc}") from exc
+
+
+def _autolabel(args: argparse.Namespace, settings: Settings) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from backend.app import Services
+    from backend.autolabel import AutolabelError, AutolabelRequest
+
+    store = Store(settings.resolved_database_url)
+    store.upgrade()
+    try:
+        task_ids = _read_task_ids(args.tasks) if args.tasks else None
+        request = AutolabelRequest(project_id=args.project, target_precision=args.target_precision, view=args.view,
+                                   task_ids=task_ids, create_view=not args.no_view,
+                                   confidence_level=args.confidence_level)
+    except (OSError, ValueError, AutolabelError) as exc:
+        print(f"labelloop autolabel: {exc}", file=sys.stderr)
+        return 2
+    if store.get_project(args.project) is None:
+        print(f"labelloop autolabel: project {args.project} is unknown here (no model trained for it yet)",
+              file=sys.stderr)
+        return 2
+    services = Services(settings, store)
+    params = {k: v for k, v in {"target_precision": args.target_precision, "view": args.view,
+                                "confidence_level": args.confidence_level,
+                                "task_ids": task_ids, "create_view": not args.no_view}.items() if v is not None}
+    try:
+        job_id = services.background.create(args.project, "autolabel", params)
+    except RuntimeError as exc:
+        print(f"labelloop autolabel: {exc}", file=sys.stderr)
+        return 1
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  transient=not sys.stdout.isatty()) as bar:
+        handle = bar.add_task("autolabel", total=None)
+
+        def work(progress):  # type: ignore[no-untyped-def]
+            def both(stage: str, done: int, total: int | None) -> None:
+                bar.update(handle, description=stage, completed=done, total=total)
+                progress(stage, done, total)
+
+            return services.autolabel_work(request)(both)
+
+        services.background.run(job_id, work)
+    job = store.get_job(job_id)
+    assert job is not None
+    if job.status != "succeeded" or job.result is None:
+        print(f"labelloop autolabel: failed: {job.error}", file=sys.stderr)
+        return 1
+    out = job.result
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(out, fh, indent=2)
+    if args.needs_review:
+        with open(args.needs_review, "w") as fh:
+            fh.writelines(f"{t}\n" for t in out["needs_review"])
+    threshold = "none reaches the target" if out["threshold"] is None else f"{out['threshold']:.4f}"
+    print(f"project {args.project}, model {out['model_version']}: {out['n_predicted']} of {out['n_tasks']} tasks "
+          f"predicted, {out['n_pushed']} predictions pushed ({out['n_already_predicted']} already there)")
+    print(f"target precision {out['target_precision']:.3f}: threshold {threshold} "
+          f"(validation precision {_fmt(out['validation_precision'])} on the {out['n_validation_selected']} of "
+          f"{out['n_validation']} validation tasks at or above it)")
+    if out["validation_precision_lower"] is not None:
+        print(f"  precision >= {out['validation_precision_lower']:.3f} with 95% confidence"
+              if out["confidence_level"] is None else
+              f"  precision >= {out['validation_precision_lower']:.3f} with {out['confidence_level']:.0%} confidence")
+    if out["threshold"] is not None and out["n_validation_selected"] < 30:
+        print(f"  note: only {out['n_validation_selected']} validation tasks back this precision; it is a rough "
+              "estimate until the validation split grows")
+    print(f"coverage {out['coverage']:.1%}: auto-labelled without review; {len(out['needs_review'])} tasks need review"
+          + (f" (Label Studio tab {out['needs_review_view']})" if out["needs_review_view"] else ""))
+    print(f"  ({out['coverage_definition']})")
+    return 0
+
+
+def _report(args: argparse.Namespace, settings: Settings) -> int:
+    from backend.report import report_from_store
+
+    store = Store(settings.resolved_database_url)
+    store.upgrade()
+    latest = store.latest_job(args.project, "autolabel", status="succeeded")
+    try:
+        index = report_from_store(store, args.project, args.out, autolabel=latest.result if latest else None)
+    except ValueError as exc:
+        print(f"labelloop report: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {index}")
     return 0
 
 
@@ -151,6 +258,26 @@ def build_parser() -> argparse.ArgumentParser:
     history.add_argument("--project", type=int, required=True)
     history.add_argument("--json", action="store_true", help="print JSON instead of a table")
     history.set_defaults(func=_history)
+
+    auto = sub.add_parser("autolabel", help="predict a test set, push the predictions, list what needs review")
+    auto.add_argument("--project", type=int, required=True, help="Label Studio project id")
+    scope = auto.add_mutually_exclusive_group()
+    scope.add_argument("--view", type=int, help="only the tasks of this Data Manager tab (view id)")
+    scope.add_argument("--tasks", help="only these tasks: a file with a JSON list of ids or one id per line")
+    auto.add_argument("--target-precision", type=float, default=0.95,
+                      help="precision the auto-labelled share must reach on the validation split (default 0.95)")
+    auto.add_argument("--confidence-level", type=float,
+                      help="require the precision's lower confidence bound at this level (e.g. 0.95), not the "
+                           "measured precision, to reach the target: a guarantee instead of an estimate")
+    auto.add_argument("--json", help="write the outcome as JSON to this file")
+    auto.add_argument("--needs-review", help="write the ids of the tasks that need review to this file")
+    auto.add_argument("--no-view", action="store_true", help="do not create a 'needs review' tab in Label Studio")
+    auto.set_defaults(func=_autolabel)
+
+    report = sub.add_parser("report", help="write an HTML report (plots of every iteration) to a folder")
+    report.add_argument("--project", type=int, required=True)
+    report.add_argument("--out", required=True, help="output folder (index.html and PNGs)")
+    report.set_defaults(func=_report)
 
     from backend import simulate
 

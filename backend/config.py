@@ -12,6 +12,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from model.calibration import CALIBRATIONS
 from model.uncertainty import STRATEGIES
 
 
@@ -25,17 +26,29 @@ class ProjectPolicy(BaseModel):
 
     strategy: str = "margin"
     # How the scored pool becomes a queue (model/queue.py): greedy, explore, power, cluster.
-    queue: str = "greedy"
+    queue: str = "cluster"
     retrain_every: int = Field(default=10, ge=1, description="train once this many new labels arrived")
     retrain_interval_s: int = Field(default=0, ge=0, description="also train every T seconds (0 = off)")
     validation_fraction: float = Field(default=0.2, ge=0.0, lt=1.0)
     set_sampling: bool = True
+    # Probability calibration fitted on out-of-fold training predictions (model/calibration.py).
+    calibration: str = "auto"
+    # Stopping signal: "stop suggested" once kappa >= stop_kappa for stop_window iterations in a row.
+    stop_kappa: float = Field(default=0.99, gt=0.0, le=1.0)
+    stop_window: int = Field(default=3, ge=1)
 
     @field_validator("strategy")
     @classmethod
     def _known_strategy(cls, value: str) -> str:
         if value not in STRATEGIES:
             raise ValueError(f"unknown strategy {value!r}; choose one of {sorted(STRATEGIES)}")
+        return value
+
+    @field_validator("calibration")
+    @classmethod
+    def _known_calibration(cls, value: str) -> str:
+        if value not in CALIBRATIONS:
+            raise ValueError(f"unknown calibration {value!r}; choose one of {list(CALIBRATIONS)}")
         return value
 
     @field_validator("queue")
@@ -87,6 +100,9 @@ class Settings(BaseModel):
             "retrain_interval_s": "LABELLOOP_RETRAIN_INTERVAL",
             "validation_fraction": "LABELLOOP_VALIDATION_FRACTION",
             "set_sampling": "LABELLOOP_SET_SAMPLING",
+            "calibration": "LABELLOOP_CALIBRATION",
+            "stop_kappa": "LABELLOOP_STOP_KAPPA",
+            "stop_window": "LABELLOOP_STOP_WINDOW",
         }
         policy_raw = {key: get(name) for key, name in env_names.items() if get(name) is not None}
         try:

@@ -12,8 +12,10 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 from backend.schema import Iteration
 from backend.store import Store
@@ -144,3 +146,52 @@ class TrainingJobs:
         self._stop.set()
         for thread in list(self._active.values()):
             thread.join(timeout=timeout)
+
+
+class JobBusy(RuntimeError):
+    """A job of the same kind is already queued or running for the project."""
+
+
+class RecordedJobs:
+    """Background jobs other than training (auto-labelling), with their progress in SQL.
+
+    Any worker can answer ``GET /jobs/<id>`` because progress and outcome live in the jobs table, not
+    in the memory of the worker that runs the thread. A job interrupted by a worker restart stays
+    "running" with a stale ``updated_at``; the work itself is resumable (see backend/autolabel.py).
+    """
+
+    def __init__(self, store: Store, progress_every: float = 0.5) -> None:
+        self.store = store
+        self.progress_every = progress_every
+        self.owner = worker_identity()
+
+    def create(self, project_id: int, kind: str, params: dict[str, Any]) -> str:
+        active = self.store.latest_job(project_id, kind)
+        if active is not None and active.status in ("queued", "running"):
+            raise JobBusy(f"{kind} job {active.id} is already {active.status} for project {project_id}")
+        job_id = str(uuid.uuid4())
+        self.store.create_job(job_id, project_id, kind, params, self.owner)
+        return job_id
+
+    def run(self, job_id: str, work: Callable[[Callable[[str, int, int | None], None]], dict[str, Any]]) -> None:
+        """Run ``work(progress)`` now, recording progress (throttled) and the outcome or the error."""
+        self.store.update_job(job_id, status="running", stage="starting")
+        last = [0.0]
+
+        def progress(stage: str, done: int, total: int | None) -> None:
+            now = time.monotonic()
+            if now - last[0] >= self.progress_every or (total is not None and done >= total):
+                last[0] = now
+                self.store.update_job(job_id, stage=stage, done=done, total=total)
+
+        try:
+            result = work(progress)
+        except Exception as exc:  # recorded on the job; the worker carries on
+            log.exception("job %s failed", job_id)
+            self.store.update_job(job_id, status="failed", error=f"{type(exc).__name__}: {exc}")
+            return
+        self.store.update_job(job_id, status="succeeded", stage="done", result=result)
+
+    def start(self, job_id: str, work: Callable[[Callable[[str, int, int | None], None]], dict[str, Any]]) -> None:
+        threading.Thread(target=self.run, args=(job_id, work), name=f"labelloop-job-{job_id[:8]}",
+                         daemon=True).start()

@@ -42,13 +42,25 @@ class LabelStudioGateway:
         headers = self.client._client_wrapper.get_headers()  # noqa: SLF001 - the SDK has no public accessor
         return {"Authorization": headers["Authorization"]} if "Authorization" in headers else {}
 
-    def iter_tasks(self, project_id: int, page_size: int = 500) -> Iterator[dict[str, Any]]:
-        """Every task of the project with its annotations, all pages."""
+    def iter_tasks(self, project_id: int, page_size: int = 500, view: int | None = None) -> Iterator[dict[str, Any]]:
+        """Every task of the project (or of one Data Manager view) with annotations and predictions, all pages."""
+        where = f"view {view} of project {project_id}" if view is not None else f"project {project_id}"
         try:
-            for task in self.client.tasks.list(project=project_id, fields="all", page_size=page_size):
+            for task in self.client.tasks.list(project=project_id, fields="all", page_size=page_size, view=view):
                 yield _dump(task)
         except Exception as exc:  # the SDK raises ApiError, httpx errors, ...
-            raise LabelStudioError(f"reading tasks of project {project_id} failed: {exc}") from exc
+            raise LabelStudioError(f"reading tasks of {where} failed: {exc}") from exc
+
+    def create_task_view(self, project_id: int, title: str, task_ids: Sequence[int]) -> int:
+        """A saved Data Manager tab listing exactly ``task_ids`` (an OR of id filters); returns its id."""
+        items = [
+            {"filter": "filter:tasks:id", "operator": "equal", "type": "Number", "value": int(t)} for t in task_ids
+        ]
+        data = {"title": title, "filters": {"conjunction": "or", "items": items}}
+        try:
+            return int(self.client.views.create(project=project_id, data=data).id)
+        except Exception as exc:
+            raise LabelStudioError(f"creating view {title!r} in project {project_id} failed: {exc}") from exc
 
     def label_config(self, project_id: int) -> str:
         try:

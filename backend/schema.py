@@ -50,6 +50,11 @@ class Project(Base):
     retrain_interval_s: Mapped[int] = mapped_column(Integer, default=0)
     validation_fraction: Mapped[float] = mapped_column(Float)
     set_sampling: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Probability calibration of the classifier (model/calibration.py): none, auto, temperature, ...
+    calibration: Mapped[str] = mapped_column(String(20), default="auto", server_default="auto")
+    # Stopping signal: suggest stopping once prediction-agreement kappa >= stop_kappa for stop_window rounds.
+    stop_kappa: Mapped[float] = mapped_column(Float, default=0.99, server_default="0.99")
+    stop_window: Mapped[int] = mapped_column(Integer, default=3, server_default="3")
     # New labels since the last iteration started; compared with retrain_every.
     labels_since_iteration: Mapped[int] = mapped_column(Integer, default=0)
     # The version every worker serves; switched only after a whole iteration succeeded.
@@ -115,6 +120,12 @@ class Iteration(Base):
     metrics: Mapped[dict[str, Any] | None]
     fit_seconds: Mapped[float | None] = mapped_column(Float)
     artifact: Mapped[str | None] = mapped_column(String(500))
+    # Trust and stopping (copied out of `metrics` so they can be queried and plotted directly).
+    ece: Mapped[float | None] = mapped_column(Float)  # expected calibration error on the validation split
+    calibration: Mapped[str | None] = mapped_column(String(20))  # what was actually applied
+    kappa: Mapped[float | None] = mapped_column(Float)  # agreement with the previous round's predictions
+    mean_uncertainty: Mapped[float | None] = mapped_column(Float)  # of the unlabelled pool, in [0, 1]
+    stop_suggested: Mapped[bool | None] = mapped_column(Boolean)
 
     project: Mapped[Project] = relationship(back_populates="iterations")
     scores: Mapped[list[TaskScore]] = relationship(back_populates="iteration", cascade="all, delete-orphan")
@@ -153,3 +164,25 @@ class Artifact(Base):
     sha256: Mapped[str] = mapped_column(String(64))
     size: Mapped[int] = mapped_column(Integer)
     data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class Job(Base):
+    """A background job started over HTTP or the CLI (today: auto-labelling), visible to every worker."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (Index("ix_jobs_project_kind", "project_id", "kind"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(30))
+    status: Mapped[str] = mapped_column(String(20), default="queued")  # queued, running, succeeded, failed
+    params: Mapped[dict[str, Any] | None]
+    done: Mapped[int] = mapped_column(Integer, default=0)
+    total: Mapped[int | None] = mapped_column(Integer)
+    stage: Mapped[str | None] = mapped_column(String(200))
+    result: Mapped[dict[str, Any] | None]
+    error: Mapped[str | None] = mapped_column(Text)
+    worker: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    finished_at: Mapped[datetime | None]

@@ -24,7 +24,7 @@ from sqlalchemy import Engine, create_engine, event, func, insert, or_, select, 
 from sqlalchemy.orm import Session, sessionmaker
 
 from backend.config import ProjectPolicy
-from backend.schema import Artifact, Event, Iteration, Project, TaskScore, utcnow
+from backend.schema import Artifact, Event, Iteration, Job, Project, TaskScore, utcnow
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -396,3 +396,71 @@ class Store:
             if project_id is not None:
                 query = query.where(Iteration.project_id == project_id)
             return list(s.scalars(query))
+
+    # ------------------------------------------------------------------ trust and stopping
+
+    def previous_succeeded(self, project_id: int, before_number: int) -> Iteration | None:
+        """The newest succeeded iteration numbered below ``before_number`` (what the pool is compared with)."""
+        with self.session() as s:
+            return s.scalars(
+                select(Iteration)
+                .where(Iteration.project_id == project_id, Iteration.status == "succeeded",
+                       Iteration.number < before_number)
+                .order_by(Iteration.number.desc())
+                .limit(1)
+            ).first()
+
+    def recent_kappas(self, project_id: int, before_number: int, limit: int) -> list[float | None]:
+        """Kappa of the last ``limit`` succeeded iterations before ``before_number``, oldest first."""
+        with self.session() as s:
+            rows = s.scalars(
+                select(Iteration.kappa)
+                .where(Iteration.project_id == project_id, Iteration.status == "succeeded",
+                       Iteration.number < before_number)
+                .order_by(Iteration.number.desc())
+                .limit(limit)
+            ).all()
+        return list(reversed(rows))
+
+    def predictions_of(self, iteration_id: int, task_ids: Sequence[int]) -> dict[int, list[str]]:
+        """What an iteration predicted for the given tasks (those it scored), by task id."""
+        out: dict[int, list[str]] = {}
+        with self.session() as s:
+            for start in range(0, len(task_ids), 900):  # stay under SQLite's bound-parameter limit
+                chunk = list(task_ids[start : start + 900])
+                for task_id, predicted in s.execute(
+                    select(TaskScore.task_id, TaskScore.predicted).where(
+                        TaskScore.iteration_id == iteration_id, TaskScore.task_id.in_(chunk)
+                    )
+                ):
+                    out[int(task_id)] = json.loads(predicted)
+        return out
+
+    # ------------------------------------------------------------------ background jobs
+
+    def create_job(self, job_id: str, project_id: int, kind: str, params: dict[str, Any], worker: str) -> Job:
+        with self.session() as s:
+            job = Job(id=job_id, project_id=project_id, kind=kind, status="queued", params=params, done=0,
+                      worker=worker)
+            s.add(job)
+            s.flush()
+            return job
+
+    def update_job(self, job_id: str, **fields: Any) -> None:
+        """Record progress or the outcome; ``status`` in succeeded/failed also stamps finished_at."""
+        if fields.get("status") in ("succeeded", "failed"):
+            fields.setdefault("finished_at", utcnow())
+        fields["updated_at"] = utcnow()
+        with self.session() as s:
+            s.execute(update(Job).where(Job.id == job_id).values(**fields))
+
+    def get_job(self, job_id: str) -> Job | None:
+        with self.session() as s:
+            return s.get(Job, job_id)
+
+    def latest_job(self, project_id: int, kind: str, status: str | None = None) -> Job | None:
+        with self.session() as s:
+            query = select(Job).where(Job.project_id == project_id, Job.kind == kind)
+            if status is not None:
+                query = query.where(Job.status == status)
+            return s.scalars(query.order_by(Job.created_at.desc()).limit(1)).first()

@@ -22,15 +22,20 @@ from backend.model_store import ModelStore
 from backend.schema import Iteration, Project
 from backend.store import Store
 from backend.tasks import BadInput, annotation_labels, make_prediction, pick_annotation, task_input
+from model.calibration import expected_calibration_error
 from model.difficulty import DifficultyThresholds, bucket, bucket_counts, fit_thresholds
 from model.estimators import make_estimator
 from model.evaluation import evaluate
 from model.queue import get_queue, scores_for_order
-from model.uncertainty import confidence_score, get_strategy, uncertainty_for
+from model.stopping import StopRule, mean_normalised_uncertainty, prediction_agreement_kappa, stable_sample
+from model.thresholds import precision_coverage_curve
+from model.uncertainty import confidence_score, decision_confidence, get_strategy, uncertainty_for
 
 log = logging.getLogger(__name__)
 
 SCORE_CHUNK = 1000
+#: Unlabelled tasks compared between consecutive iterations for the stopping signal.
+STOP_SAMPLE = 2000
 
 
 class TrainingError(RuntimeError):
@@ -78,6 +83,48 @@ def _targets(spec: ChoiceSpec, labels: list[list[str]]) -> list[Any]:
     return labels if spec.multi_label else [row[0] for row in labels]
 
 
+def _truth(spec: ChoiceSpec, labels: list[list[str]]) -> np.ndarray:
+    """Ground truth as the calibration metrics want it: class indices, or a 0/1 indicator matrix."""
+    index = {name: i for i, name in enumerate(spec.labels)}
+    if not spec.multi_label:
+        return np.array([index[row[0]] for row in labels], dtype=int)
+    out = np.zeros((len(labels), len(spec.labels)), dtype=int)
+    for i, row in enumerate(labels):
+        out[i, [index[name] for name in row]] = 1
+    return out
+
+
+def _curve_json(confidence: np.ndarray, correct: np.ndarray, max_points: int = 200) -> dict[str, list[float]]:
+    """The validation precision/coverage curve, thinned to at most ``max_points`` for the history row."""
+    thresholds, precision, coverage = precision_coverage_curve(confidence, correct)
+    keep = np.unique(np.linspace(0, len(thresholds) - 1, min(max_points, len(thresholds))).astype(int))
+    return {
+        "threshold": [round(float(v), 6) for v in np.asarray(thresholds)[keep]],
+        "precision": [round(float(v), 6) for v in np.asarray(precision)[keep]],
+        "coverage": [round(float(v), 6) for v in np.asarray(coverage)[keep]],
+    } if len(thresholds) else {"threshold": [], "precision": [], "coverage": []}
+
+
+def validation_split(data: Collected, fraction: float) -> tuple[set[int], str]:
+    """The held-out task ids and where they come from.
+
+    Tasks whose chosen annotation is marked ground truth form the validation split when there are any
+    (and some labelled tasks are left to train on): a team's reviewed gold set is the yardstick it
+    trusts. Otherwise the deterministic hash split by task id. Either way the same tasks stay out in
+    every iteration, so metrics are comparable across iterations.
+    """
+    if fraction <= 0:
+        return set(), "none"
+    ids = [int(task["id"]) for task, _ in data.labelled]
+    gold = {
+        int(task["id"]) for task, _ in data.labelled
+        if (pick_annotation(task.get("annotations") or []) or {}).get("ground_truth")
+    }
+    if gold and len(gold) < len(ids):
+        return gold, "ground_truth"
+    return {t for t in ids if in_validation(t, fraction)}, "hash"
+
+
 class IterationRunner:
     """Runs one claimed iteration. Stateless between runs; shared by the server and the CLI."""
 
@@ -118,17 +165,20 @@ class IterationRunner:
         load_image = ImageFetcher(gateway.url, gateway.auth_headers) if spec.modality == "image" else None
 
         data = collect(gateway.iter_tasks(project.id), spec)
+        held_out, validation_source = validation_split(data, project.validation_fraction)
         train_x: list[Any] = []
         train_y: list[list[str]] = []
         val_x: list[Any] = []
         val_y: list[list[str]] = []
+        val_ids: list[int] = []
         for task, labels in data.labelled:
             try:
                 x = task_input(task, spec, load_image)
             except BadInput as exc:
                 data.skipped.append({"task_id": task.get("id"), "reason": str(exc)})
                 continue
-            if in_validation(int(task["id"]), project.validation_fraction):
+            if int(task["id"]) in held_out:
+                val_ids.append(int(task["id"]))
                 val_x.append(x)
                 val_y.append(labels)
             else:
@@ -143,14 +193,17 @@ class IterationRunner:
         # The strategy decides the estimator kind: MC-dropout strategies need the torch MLP, committee
         # strategies a bootstrapped committee, softmax ones the plain logistic model.
         estimator = make_estimator(project.strategy, spec.modality, list(spec.labels), spec.multi_label,
-                                   random_state=iteration.number)
+                                   random_state=iteration.number, calibration=project.calibration)
         t0 = time.perf_counter()
         estimator.fit(train_x, _targets(spec, train_y))
         fit_seconds = time.perf_counter() - t0
 
         strategy = get_strategy(project.strategy)
-        metrics: dict[str, Any] = {"skipped": data.skipped[:100]}
-        accuracy = macro_f1 = None
+        metrics: dict[str, Any] = {"skipped": data.skipped[:100], "validation_source": validation_source}
+        calibration_used = str(getattr(estimator, "calibration_", "none"))
+        if getattr(estimator, "calibration_reason_", None):
+            metrics["calibration_reason"] = estimator.calibration_reason_
+        accuracy = macro_f1 = ece = None
         thresholds = DifficultyThresholds(easy_below=0.2, hard_above=0.6, source="default")
         if val_x:
             val_probs, val_uncertainty = uncertainty_for(estimator, strategy, val_x, multi_label=spec.multi_label)
@@ -159,8 +212,18 @@ class IterationRunner:
                               multi_label=spec.multi_label)
             accuracy, macro_f1 = report["accuracy"], report["macro_f1"]
             metrics["per_class"] = report["per_class"]
+            metrics["confusion"] = report.get("confusion")
             correct = np.array([set(p) == set(t) for p, t in zip(predicted, val_y, strict=True)])
             thresholds = fit_thresholds(val_uncertainty, correct)
+            ece = expected_calibration_error(val_probs, _truth(spec, val_y), multi_label=spec.multi_label)
+            # What auto-labelling needs to pick a threshold for any target precision later, for this version.
+            val_confidence = decision_confidence(val_probs, multi_label=spec.multi_label)
+            metrics["validation"] = {
+                "task_ids": val_ids,
+                "confidence": [round(float(c), 6) for c in val_confidence],
+                "correct": [int(c) for c in correct],
+            }
+            metrics["autolabel_curve"] = _curve_json(val_confidence, correct)
 
         queue = get_queue(project.queue)
         pool_ids, pool_labels, uncertainty, features = self._score_pool(
@@ -178,6 +241,10 @@ class IterationRunner:
             "source": thresholds.source,
             "counts": bucket_counts(difficulty),
         }
+
+        kappa, stop_suggested = self._stopping(project, iteration, spec, pool_ids, pool_labels)
+        metrics["stopping"] = {"threshold": project.stop_kappa, "window": project.stop_window,
+                               "sample_size": min(len(pool_ids), STOP_SAMPLE)}
 
         artifact, name = self.models.save(project.id, iteration.version, estimator)
         predictions = [
@@ -214,8 +281,38 @@ class IterationRunner:
             "macro_f1": macro_f1,
             "metrics": metrics,
             "fit_seconds": fit_seconds,
+            "ece": ece,
+            "calibration": calibration_used,
+            "kappa": kappa,
+            "mean_uncertainty": mean_normalised_uncertainty(uncertainty) if len(uncertainty) else None,
+            "stop_suggested": stop_suggested,
         }
         return fields, artifact, name, score_rows
+
+    def _stopping(self, project: Project, iteration: Iteration, spec: ChoiceSpec, pool_ids: list[int],
+                  pool_labels: list[list[str]]) -> tuple[float | None, bool]:
+        """Stabilising predictions: agreement with the previous round on a fixed sample of the pool.
+
+        The sample is chosen by task-id hash, so the same tasks are compared round after round for as
+        long as they stay unlabelled; the previous round's predictions come from its stored task scores.
+        """
+        previous = self.store.previous_succeeded(project.id, iteration.number)
+        kappa = None
+        if previous is not None and pool_ids:
+            sample = stable_sample(pool_ids, STOP_SAMPLE, salt=f"project-{project.id}")
+            before = self.store.predictions_of(previous.id, [int(t) for t in sample])
+            now = dict(zip(pool_ids, pool_labels, strict=True))
+            common = [int(t) for t in sample if int(t) in before]
+            if common:
+                prev_rows = [before[t] for t in common]
+                cur_rows = [now[t] for t in common]
+                kappa = prediction_agreement_kappa(
+                    _targets(spec, prev_rows), _targets(spec, cur_rows), classes=list(spec.labels),
+                    multi_label=spec.multi_label,
+                )
+        history = self.store.recent_kappas(project.id, iteration.number, project.stop_window - 1)
+        suggested = StopRule(threshold=project.stop_kappa, window=project.stop_window).suggested([*history, kappa])
+        return kappa, bool(suggested)
 
     def _score_pool(self, estimator, strategy, spec, data: Collected, load_image,  # type: ignore[no-untyped-def]
                     with_features: bool = False):

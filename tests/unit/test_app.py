@@ -38,12 +38,17 @@ class FakeGateway:
         self.pushed: list[dict[str, Any]] = []
         self.published: list[tuple[int, str, bool]] = []
         self.fail_push = False
+        self.views: list[tuple[str, list[int]]] = []
 
     def auth_headers(self) -> dict[str, str]:
         return {}
 
-    def iter_tasks(self, project_id: int):
+    def iter_tasks(self, project_id: int, view: int | None = None):
         yield from self.tasks
+
+    def create_task_view(self, project_id: int, title: str, task_ids) -> int:
+        self.views.append((title, list(task_ids)))
+        return len(self.views)
 
     def label_config(self, project_id: int) -> str:
         return CONFIG
@@ -52,6 +57,9 @@ class FakeGateway:
         if self.fail_push:
             raise LabelStudioError("pushing predictions failed: connection refused")
         self.pushed.extend(predictions)
+        by_id = {t["id"]: t for t in self.tasks}
+        for p in predictions:  # Label Studio lists a task's predictions with the task
+            by_id[p["task"]].setdefault("predictions", []).append({"model_version": p["model_version"]})
         return len(predictions)
 
     def publish_version(self, project_id: int, version: str, uncertainty_sampling: bool) -> None:
@@ -287,3 +295,64 @@ def test_write_atomic_leaves_no_partial_file(tmp_path, monkeypatch) -> None:
         write_atomic(target, b"new-but-never-visible")
     assert target.read_bytes() == b"old"
     assert [p.name for p in target.parent.iterdir()] == ["it-1.skops"]
+
+
+def wait_for_job(client, job_id: str, timeout: float = 60.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = client.get(f"/jobs/{job_id}").get_json()
+        if job["status"] in ("succeeded", "failed"):
+            return job
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} did not finish")
+
+
+def test_autolabel_job_pushes_once_and_lists_what_needs_review(app_env) -> None:
+    client, services, gateway = app_env
+    setup_project(client)
+    before = client.post("/projects/1/autolabel", json={})
+    assert before.status_code == 409 and "no trained model yet" in before.get_json()["error"]
+
+    client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 1}})
+    it = wait_for_iteration(services, 1, 1)
+    assert it.status == "succeeded", it.error
+    assert it.metrics["validation"]["task_ids"] and it.ece is not None and it.calibration
+    n_pushed_by_training = len(gateway.pushed)
+
+    resp = client.post("/projects/1/autolabel", json={"target_precision": 0.5})
+    assert resp.status_code == 202
+    job = wait_for_job(client, resp.get_json()["job_id"])
+    assert job["status"] == "succeeded", job["error"]
+    result = job["result"]
+    # Training already pushed it-1 for the 10 unlabelled tasks; only the 24 labelled ones were missing.
+    assert (result["n_tasks"], result["n_pushed"], result["n_already_predicted"]) == (34, 24, 10)
+    assert len(gateway.pushed) == n_pushed_by_training + 24
+    assert result["n_human_labelled"] == 24 and set(result["needs_review"]) <= set(range(124, 134))
+    assert 0.0 <= result["coverage"] <= 1.0 and result["model_version"] == "it-1"
+    again = wait_for_job(client, client.post("/projects/1/autolabel", json={"tasks": [124, 125]}).get_json()["job_id"])
+    assert again["result"]["n_pushed"] == 0 and again["result"]["n_tasks"] == 2
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"target_precision": 0}, "target_precision"),
+        ({"target_precision": "high"}, "target_precision"),
+        ({"tasks": "1,2"}, "tasks"),
+        ({"view": "mine"}, "view"),
+        ({"view": 3, "tasks": [1]}, "tasks"),
+        ({"colour": "red"}, "colour"),
+        ({"confidence_level": 1}, "confidence_level"),
+    ],
+)
+def test_autolabel_bad_input_is_400_naming_the_field(app_env, body: dict[str, Any], field: str) -> None:
+    client, _, _ = app_env
+    setup_project(client)
+    resp = client.post("/projects/1/autolabel", json=body)
+    assert resp.status_code == 400 and resp.get_json()["field"] == field
+
+
+def test_autolabel_unknown_project_and_job_are_404(app_env) -> None:
+    client, _, _ = app_env
+    assert client.post("/projects/99/autolabel", json={}).status_code == 404
+    assert client.get("/jobs/nope").status_code == 404
