@@ -68,7 +68,10 @@ def json_body() -> dict[str, Any]:
     return body
 
 
-def iteration_json(it: Iteration) -> dict[str, Any]:
+def iteration_json(it: Iteration, full: bool = True) -> dict[str, Any]:
+    """One iteration for the JSON API. ``full=False`` leaves out the per-task validation arrays (kept in
+    SQL for auto-labelling; they grow with the validation split and would repeat in every listing)."""
+
     def ts(value: Any) -> str | None:
         return value.isoformat() if value is not None else None
 
@@ -91,7 +94,7 @@ def iteration_json(it: Iteration) -> dict[str, Any]:
         "queue": it.queue,
         "accuracy": it.accuracy,
         "macro_f1": it.macro_f1,
-        "metrics": it.metrics,
+        "metrics": it.metrics if full or not it.metrics else {k: v for k, v in it.metrics.items() if k != "validation"},
         "fit_seconds": it.fit_seconds,
         "ece": it.ece,
         "calibration": it.calibration,
@@ -338,7 +341,8 @@ def create_app(settings: Settings | None = None, *, start_jobs: bool = True, mig
             project=project_id,
             current_version=project.current_version,
             policy=ProjectPolicy.model_validate(project, from_attributes=True).model_dump(),
-            iterations=[iteration_json(it) for it in store.iterations(project_id)],
+            iterations=[iteration_json(it, full=request.args.get("full") in ("1", "true"))
+                        for it in store.iterations(project_id)],
         )
 
     @app.get("/projects/<int:project_id>/iterations/<int:number>/scores")

@@ -598,7 +598,7 @@ def report_from_store(
         raise ValueError(f"project {project_id} has no iterations to report (train it at least once)")
     iterations = []
     for row in rows:
-        data = iteration_json(row)
+        data = iteration_json(row, full=False)
         for key in TRUST_FIELDS:  # in case iteration_json predates these columns
             if data.get(key) is None:
                 data[key] = getattr(row, key, None)

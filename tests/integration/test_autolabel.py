@@ -62,7 +62,7 @@ def test_autolabel_report_and_stopping_signal(label_studio, backend_server_facto
     # Two rounds with the same labels: the second predicts like the first, so kappa = 1.
     cli(server, "train", "--project", str(project.id))
     cli(server, "train", "--project", str(project.id))
-    its = requests.get(f"{base}/projects/{project.id}/iterations", timeout=10).json()["iterations"]
+    its = requests.get(f"{base}/projects/{project.id}/iterations?full=1", timeout=10).json()["iterations"]
     first, second = its
     assert first["status"] == second["status"] == "succeeded", (first["error"], second["error"])
     assert first["metrics"]["validation_source"] == "ground_truth" and first["n_validation"] == 20

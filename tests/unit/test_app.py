@@ -317,6 +317,10 @@ def test_autolabel_job_pushes_once_and_lists_what_needs_review(app_env) -> None:
     it = wait_for_iteration(services, 1, 1)
     assert it.status == "succeeded", it.error
     assert it.metrics["validation"]["task_ids"] and it.ece is not None and it.calibration
+    # The listing leaves the per-task validation arrays out unless asked for.
+    assert "validation" not in client.get("/projects/1/iterations").get_json()["iterations"][0]["metrics"]
+    full = client.get("/projects/1/iterations?full=1").get_json()["iterations"][0]["metrics"]
+    assert full["validation"]["task_ids"] == it.metrics["validation"]["task_ids"]
     n_pushed_by_training = len(gateway.pushed)
 
     resp = client.post("/projects/1/autolabel", json={"target_precision": 0.5})
