@@ -184,3 +184,38 @@ def test_mc_dropout_strategy_cluster_queue_behind_basic_auth(label_studio, backe
                       selected_items={"all": False, "included": [new_id]})
     stored = [p for p in ls.predictions.list(task=new_id) if p.model_version == "it-1"]
     assert len(stored) == 1 and 0.0 <= stored[0].score <= 1.0
+
+
+MULTI_CONFIG = ('<View><Text name="text" value="$text"/><Choices name="topics" toName="text" choice="multiple">'
+                '<Choice value="plot"/><Choice value="acting"/><Choice value="music"/></Choices></View>')
+
+
+def test_multi_label_choices_round_trip(label_studio, backend_server_factory) -> None:
+    """choice="multiple": label sets in, one binary model per choice, label sets out (pushed and /predict)."""
+    words = {"plot": "story twist", "acting": "cast performance", "music": "score soundtrack"}
+    combos = [["plot"], ["acting"], ["music"], ["plot", "acting"], ["acting", "music"], ["plot", "music"]]
+    ls = label_studio.client()
+    project = ls.projects.create(title=f"multi-{uuid.uuid4().hex[:6]}", label_config=MULTI_CONFIG)
+    texts = {f"film {i}: " + " ".join(words[w] for w in combos[i % 6]): combos[i % 6] for i in range(36)}
+    ls.projects.import_tasks(id=project.id, request=[{"text": t} for t in texts])
+    tasks = sorted(ls.tasks.list(project=project.id), key=lambda t: t.id)
+    server = backend_server_factory({"LABELLOOP_RETRAIN_EVERY": "24", "LABELLOOP_VALIDATION_FRACTION": "0"})
+    ls.ml.create(url=server.url, project=project.id, title="labelloop", is_interactive=False)
+    for t in tasks[:24]:
+        ls.annotations.create(id=t.id, result=[{"from_name": "topics", "to_name": "text", "type": "choices",
+                                                 "value": {"choices": texts[t.data["text"]]}}])
+    first = wait_for(lambda: [i for i in iterations(server, project.id) if i["status"] in ("succeeded", "failed")],
+                     180, "the multi-label iteration")[0]
+    assert first["status"] == "succeeded", first["error"]
+    preds = {p.task: p for p in ls.predictions.list(project=project.id) if p.model_version == "it-1"}
+    unlabelled = {t.id: texts[t.data["text"]] for t in tasks[24:]}
+    assert set(preds) == set(unlabelled)
+    right = sum(sorted(preds[t].result[0]["value"]["choices"]) == sorted(labels) for t, labels in unlabelled.items())
+    assert right >= 9, f"only {right}/12 label sets right"
+    # "Retrieve predictions" for a new task goes through /predict and may answer two choices.
+    ls.projects.import_tasks(id=project.id, request=[{"text": "film 99: story twist score soundtrack"}])
+    new_id = max(t.id for t in ls.tasks.list(project=project.id))
+    ls.actions.create(id="retrieve_tasks_predictions", project=project.id,
+                      selected_items={"all": False, "included": [new_id]})
+    stored = [p for p in ls.predictions.list(task=new_id) if p.model_version == "it-1"]
+    assert len(stored) == 1 and sorted(stored[0].result[0]["value"]["choices"]) == ["music", "plot"]

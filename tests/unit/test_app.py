@@ -360,3 +360,51 @@ def test_autolabel_unknown_project_and_job_are_404(app_env) -> None:
     client, _, _ = app_env
     assert client.post("/projects/99/autolabel", json={}).status_code == 404
     assert client.get("/jobs/nope").status_code == 404
+
+
+MULTI = ('<View><Text name="text" value="$text"/><Choices name="topics" toName="text" choice="multiple">'
+         '<Choice value="plot"/><Choice value="acting"/><Choice value="music"/></Choices></View>')
+TOPIC_WORDS = {"plot": "story twist", "acting": "cast performance", "music": "score soundtrack"}
+
+
+def multi_tasks(n_labelled: int, n_pool: int) -> list[dict[str, Any]]:
+    combos = [["plot"], ["acting"], ["music"], ["plot", "acting"], ["acting", "music"], ["plot", "music"]]
+    tasks = []
+    for i in range(n_labelled + n_pool):
+        labels = combos[i % len(combos)]
+        task: dict[str, Any] = {"id": 500 + i, "data": {"text": f"film {i}: " + " ".join(TOPIC_WORDS[x] for x in labels)},
+                                "annotations": []}
+        if i < n_labelled:
+            task["annotations"] = [{"id": 5000 + i, "ground_truth": i % 4 == 0, "result": [
+                {"from_name": "topics", "to_name": "text", "type": "choices", "value": {"choices": labels}}]}]
+        tasks.append(task)
+    return tasks
+
+
+def test_multi_label_project_trains_evaluates_signals_stopping_and_autolabels(app_env) -> None:
+    client, services, gateway = app_env
+    gateway.tasks = multi_tasks(80, 20)
+    gateway.label_config = lambda project_id: MULTI
+    assert setup_project(client, schema=MULTI, extra_params={"stop_window": 2}).status_code == 200
+    for number in (1, 2, 3):
+        client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 1}})
+        it = wait_for_iteration(services, 1, number)
+        assert it.status == "succeeded", it.error
+    first, second, third = services.store.iterations(1)
+    # Ground-truth annotations (every fourth labelled task) form the validation split.
+    assert first.metrics["validation_source"] == "ground_truth" and (first.n_train, first.n_validation) == (60, 20)
+    assert first.ece is not None and 0.0 <= first.ece <= 1.0
+    assert first.calibration == "sigmoid"  # "auto" for multi-label once there are >= 50 training rows
+    confusion = first.metrics["confusion"]
+    assert confusion["labels"] == ["plot", "acting", "music"]
+    assert sum(sum(c.values()) for c in confusion["per_class"].values()) == 20 * 3
+    # Same labels every round: predictions do not move. Window 2 needs two kappas, the first round has none.
+    assert first.kappa is None and second.kappa == 1.0 and second.stop_suggested is False
+    assert third.kappa == 1.0 and third.stop_suggested is True
+    pushed = [p for p in gateway.pushed if p["model_version"] == "it-3"]
+    assert len(pushed) == 20 and any(len(p["result"][0]["value"]["choices"]) == 2 for p in pushed)
+
+    job = wait_for_job(client, client.post("/projects/1/autolabel", json={"target_precision": 0.9}).get_json()["job_id"])
+    assert job["status"] == "succeeded", job["error"]
+    assert job["result"]["n_tasks"] == 100 and job["result"]["n_already_predicted"] == 20
+    assert job["result"]["n_pushed"] == 80 and set(job["result"]["needs_review"]) <= {t["id"] for t in gateway.tasks[80:]}
