@@ -372,8 +372,8 @@ def multi_tasks(n_labelled: int, n_pool: int) -> list[dict[str, Any]]:
     tasks = []
     for i in range(n_labelled + n_pool):
         labels = combos[i % len(combos)]
-        task: dict[str, Any] = {"id": 500 + i, "data": {"text": f"film {i}: " + " ".join(TOPIC_WORDS[x] for x in labels)},
-                                "annotations": []}
+        text = f"film {i}: " + " ".join(TOPIC_WORDS[x] for x in labels)
+        task: dict[str, Any] = {"id": 500 + i, "data": {"text": text}, "annotations": []}
         if i < n_labelled:
             task["annotations"] = [{"id": 5000 + i, "ground_truth": i % 4 == 0, "result": [
                 {"from_name": "topics", "to_name": "text", "type": "choices", "value": {"choices": labels}}]}]
@@ -404,7 +404,9 @@ def test_multi_label_project_trains_evaluates_signals_stopping_and_autolabels(ap
     pushed = [p for p in gateway.pushed if p["model_version"] == "it-3"]
     assert len(pushed) == 20 and any(len(p["result"][0]["value"]["choices"]) == 2 for p in pushed)
 
-    job = wait_for_job(client, client.post("/projects/1/autolabel", json={"target_precision": 0.9}).get_json()["job_id"])
+    started = client.post("/projects/1/autolabel", json={"target_precision": 0.9})
+    job = wait_for_job(client, started.get_json()["job_id"])
     assert job["status"] == "succeeded", job["error"]
     assert job["result"]["n_tasks"] == 100 and job["result"]["n_already_predicted"] == 20
-    assert job["result"]["n_pushed"] == 80 and set(job["result"]["needs_review"]) <= {t["id"] for t in gateway.tasks[80:]}
+    assert job["result"]["n_pushed"] == 80
+    assert set(job["result"]["needs_review"]) <= {t["id"] for t in gateway.tasks[80:]}
