@@ -36,6 +36,9 @@ class ProjectPolicy(BaseModel):
     # Stopping signal: "stop suggested" once kappa >= stop_kappa for stop_window iterations in a row.
     stop_kappa: float = Field(default=0.99, gt=0.0, le=1.0)
     stop_window: int = Field(default=3, ge=1)
+    # Predictions of this many newest versions stay in Label Studio (0 = keep all); older ones are deleted,
+    # except versions an auto-labelling run used.
+    keep_versions: int = Field(default=2, ge=0)
 
     @field_validator("strategy")
     @classmethod
@@ -103,6 +106,7 @@ class Settings(BaseModel):
             "calibration": "LABELLOOP_CALIBRATION",
             "stop_kappa": "LABELLOOP_STOP_KAPPA",
             "stop_window": "LABELLOOP_STOP_WINDOW",
+            "keep_versions": "LABELLOOP_KEEP_VERSIONS",
         }
         policy_raw = {key: get(name) for key, name in env_names.items() if get(name) is not None}
         try:

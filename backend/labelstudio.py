@@ -82,6 +82,21 @@ class LabelStudioGateway:
             pushed += len(chunk)
         return pushed
 
+    def delete_version(self, project_id: int, version: str) -> int:
+        """Delete every prediction of ``version`` in the project; returns how many went.
+
+        Label Studio's model-versions endpoint, which label-studio-sdk 2.x does not wrap: called
+        through the SDK's own HTTP client so authentication stays the SDK's business.
+        """
+        try:
+            response = self.client._client_wrapper.httpx_client.request(  # noqa: SLF001 - no public wrapper
+                f"api/projects/{project_id}/model-versions/", method="DELETE", json={"model_version": version}
+            )
+            response.raise_for_status()
+            return int((response.json() or {}).get("count", 0))
+        except Exception as exc:
+            raise LabelStudioError(f"deleting predictions of {version} in project {project_id} failed: {exc}") from exc
+
     def publish_version(self, project_id: int, version: str, uncertainty_sampling: bool) -> None:
         """Make Label Studio use `version`'s predictions (and order the queue by their score)."""
         fields: dict[str, Any] = {"model_version": version}

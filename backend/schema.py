@@ -55,6 +55,8 @@ class Project(Base):
     # Stopping signal: suggest stopping once prediction-agreement kappa >= stop_kappa for stop_window rounds.
     stop_kappa: Mapped[float] = mapped_column(Float, default=0.99, server_default="0.99")
     stop_window: Mapped[int] = mapped_column(Integer, default=3, server_default="3")
+    # How many newest versions keep their predictions in Label Studio (0 = all).
+    keep_versions: Mapped[int] = mapped_column(Integer, default=2, server_default="2")
     # New labels since the last iteration started; compared with retrain_every.
     labels_since_iteration: Mapped[int] = mapped_column(Integer, default=0)
     # The version every worker serves; switched only after a whole iteration succeeded.

@@ -458,6 +458,15 @@ class Store:
         with self.session() as s:
             return s.get(Job, job_id)
 
+    def autolabelled_versions(self, project_id: int) -> set[str]:
+        """Model versions whose predictions an auto-labelling run relied on (never pruned from Label Studio)."""
+        with self.session() as s:
+            results = s.scalars(
+                select(Job.result).where(Job.project_id == project_id, Job.kind == "autolabel",
+                                         Job.status == "succeeded")
+            ).all()
+        return {r["model_version"] for r in results if isinstance(r, dict) and r.get("model_version")}
+
     def latest_job(self, project_id: int, kind: str, status: str | None = None) -> Job | None:
         with self.session() as s:
             query = select(Job).where(Job.project_id == project_id, Job.kind == kind)

@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 SCORE_CHUNK = 1000
 #: Unlabelled tasks compared between consecutive iterations for the stopping signal.
 STOP_SAMPLE = 2000
+#: How many versions just past the retention window each round re-checks for predictions to delete.
+PRUNE_LOOKBACK = 5
 
 
 class TrainingError(RuntimeError):
@@ -154,6 +156,33 @@ class IterationRunner:
             "project %s: published %s (%d labels, %.1fs)",
             iteration.project_id, iteration.version, fields["labels_used"], time.perf_counter() - started,
         )
+        try:
+            self.prune_versions(iteration.project_id)
+        except Exception:  # housekeeping: the new version is already live, never fail it for this
+            log.exception("project %s: deleting old predictions from Label Studio failed", iteration.project_id)
+
+    def prune_versions(self, project_id: int) -> list[str]:
+        """Delete Label Studio's predictions of versions older than the newest ``keep_versions``.
+
+        Every round pushes a prediction per unlabelled task; kept forever they slow every later read
+        of the project's tasks. Only versions this backend produced are touched, never those an
+        auto-labelling run used (its labels would vanish), and only the few just past the window (so
+        a round whose clean-up failed is caught up next time without re-deleting the whole history).
+        """
+        project = self.store.get_project(project_id)
+        if project is None or project.keep_versions <= 0:
+            return []
+        versions = self.store.versions(project_id)
+        protected = self.store.autolabelled_versions(project_id)
+        stale = versions[max(0, len(versions) - project.keep_versions - PRUNE_LOOKBACK) : -project.keep_versions]
+        gateway = self.gateway_for(project)
+        deleted = []
+        for version in stale:
+            if version not in protected and gateway.delete_version(project_id, version):
+                deleted.append(version)
+        if deleted:
+            log.info("project %s: deleted the predictions of %s from Label Studio", project_id, ", ".join(deleted))
+        return deleted
 
     def _train(self, iteration: Iteration, still_owner: Callable[[], bool]):  # type: ignore[no-untyped-def]
         project = self.store.get_project(iteration.project_id)

@@ -55,7 +55,8 @@ def test_autolabel_report_and_stopping_signal(label_studio, backend_server_facto
     for t in tasks[20:50]:
         ls.annotations.create(id=t.id, result=choice(label_of[t.id]))
 
-    server = backend_server_factory({"LABELLOOP_RETRAIN_EVERY": "1000", "LABELLOOP_STOP_WINDOW": "2"})
+    server = backend_server_factory({"LABELLOOP_RETRAIN_EVERY": "1000", "LABELLOOP_STOP_WINDOW": "2",
+                                     "LABELLOOP_KEEP_VERSIONS": "1"})
     base = server.url
     assert requests.post(f"{base}/projects/{project.id}/autolabel", json={}, timeout=10).status_code == 404
 
@@ -78,6 +79,8 @@ def test_autolabel_report_and_stopping_signal(label_studio, backend_server_facto
     third = requests.get(f"{base}/projects/{project.id}/iterations", timeout=10).json()["iterations"][2]
     assert third["kappa"] == 1.0 and third["stop_suggested"] is True
     version = third["version"]
+    # Only the newest version's predictions stay in Label Studio (LABELLOOP_KEEP_VERSIONS=1).
+    assert {p.model_version for p in ls.predictions.list(project=project.id)} == {version}
 
     # A test set arrives after training: no prediction of the serving version yet.
     test_texts = [text(i) for i in range(200, 216)]
@@ -128,6 +131,11 @@ def test_autolabel_report_and_stopping_signal(label_studio, backend_server_facto
     assert (tmp_path / "review.txt").read_text().split() == [str(t) for t in expected]
     assert "coverage" in out.stdout and "need review" in out.stdout
     assert all(len([p for p in ls.predictions.list(task=t) if p.model_version == version]) == 1 for t in test_ids)
+
+    # The next round prunes nothing an auto-labelling run used: the test set keeps its it-3 labels.
+    cli(server, "train", "--project", str(project.id))
+    assert {p.model_version for p in ls.predictions.list(project=project.id)} == {version, "it-4"}
+    assert all(any(p.model_version == version for p in ls.predictions.list(task=t)) for t in test_ids)
 
     # History shows the trust columns; the report writes a page with its plots.
     history = cli(server, "history", "--project", str(project.id)).stdout

@@ -39,6 +39,7 @@ class FakeGateway:
         self.published: list[tuple[int, str, bool]] = []
         self.fail_push = False
         self.views: list[tuple[str, list[int]]] = []
+        self.deleted: list[str] = []
 
     def auth_headers(self) -> dict[str, str]:
         return {}
@@ -61,6 +62,12 @@ class FakeGateway:
         for p in predictions:  # Label Studio lists a task's predictions with the task
             by_id[p["task"]].setdefault("predictions", []).append({"model_version": p["model_version"]})
         return len(predictions)
+
+    def delete_version(self, project_id: int, version: str) -> int:
+        if version in self.deleted:  # like Label Studio: nothing left to delete the second time
+            return 0
+        self.deleted.append(version)
+        return 1
 
     def publish_version(self, project_id: int, version: str, uncertainty_sampling: bool) -> None:
         self.published.append((project_id, version, uncertainty_sampling))
@@ -410,3 +417,32 @@ def test_multi_label_project_trains_evaluates_signals_stopping_and_autolabels(ap
     assert job["result"]["n_tasks"] == 100 and job["result"]["n_already_predicted"] == 20
     assert job["result"]["n_pushed"] == 80
     assert set(job["result"]["needs_review"]) <= {t["id"] for t in gateway.tasks[80:]}
+
+
+def test_old_versions_predictions_are_pruned_but_not_those_autolabelling_used(app_env) -> None:
+    client, services, gateway = app_env
+    setup_project(client, extra_params={"keep_versions": 1})
+    for number in (1, 2, 3):
+        client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 1}})
+        assert wait_for_iteration(services, 1, number).status == "succeeded"
+    assert gateway.deleted == ["it-1", "it-2"]  # each round drops the version that left the window
+    job = wait_for_job(client, client.post("/projects/1/autolabel", json={}).get_json()["job_id"])
+    assert job["status"] == "succeeded" and job["result"]["model_version"] == "it-3"
+    for number in (4, 5):
+        client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 1}})
+        assert wait_for_iteration(services, 1, number).status == "succeeded"
+    assert gateway.deleted == ["it-1", "it-2", "it-4"]  # it-3 labelled a test set: kept
+
+
+def test_failed_pruning_never_fails_the_round(app_env) -> None:
+    client, services, gateway = app_env
+    setup_project(client, extra_params={"keep_versions": 1})
+
+    def refuse(project_id: int, version: str) -> int:
+        raise LabelStudioError("deleting predictions failed: 500")
+
+    gateway.delete_version = refuse
+    for number in (1, 2):
+        client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 1}})
+        assert wait_for_iteration(services, 1, number).status == "succeeded"
+    assert services.store.serving_state(1).version == "it-2"

@@ -1,4 +1,4 @@
-"""Trust and stopping: calibration/ECE/kappa per iteration, stopping policy per project, background jobs.
+"""Trust and stopping: calibration/ECE/kappa per iteration, stopping and retention policy per project, jobs.
 
 Revision ID: 0003
 Revises: 0002
@@ -21,6 +21,7 @@ def upgrade() -> None:
         batch.add_column(sa.Column("calibration", sa.String(20), nullable=False, server_default="auto"))
         batch.add_column(sa.Column("stop_kappa", sa.Float(), nullable=False, server_default="0.99"))
         batch.add_column(sa.Column("stop_window", sa.Integer(), nullable=False, server_default="3"))
+        batch.add_column(sa.Column("keep_versions", sa.Integer(), nullable=False, server_default="2"))
     with op.batch_alter_table("iterations") as batch:
         batch.add_column(sa.Column("ece", sa.Float(), nullable=True))
         batch.add_column(sa.Column("calibration", sa.String(20), nullable=True))
@@ -54,5 +55,5 @@ def downgrade() -> None:
         for name in ("stop_suggested", "mean_uncertainty", "kappa", "calibration", "ece"):
             batch.drop_column(name)
     with op.batch_alter_table("projects") as batch:
-        for name in ("stop_window", "stop_kappa", "calibration"):
+        for name in ("keep_versions", "stop_window", "stop_kappa", "calibration"):
             batch.drop_column(name)
