@@ -602,10 +602,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     parser.add_argument("--label-config", type=Path, metavar="FILE",
                         help="label config XML for a Label Studio export (default: inferred from its annotations)")
     parser.add_argument("--modality", choices=["text", "image"], help="override the inferred input type of --data")
-    parser.add_argument("--strategies", default="margin,random",
+    # Defaults are the server's (backend.config.ProjectPolicy), so a bare run measures what labelloop serves.
+    from backend.config import ProjectPolicy
+
+    server = ProjectPolicy()
+    parser.add_argument("--strategies", default=f"{server.strategy},random",
                         help="comma-separated strategy specs (see below); `random` is always added "
-                             "(default %(default)s)")
-    parser.add_argument("--queue", default="greedy", help="queue of specs without +QUEUE (default %(default)s)")
+                             "(default %(default)s: the server's default strategy)")
+    parser.add_argument("--queue", default=server.queue,
+                        help="queue of specs without +QUEUE (default %(default)s: the server's default queue)")
     parser.add_argument("--initial", type=int, default=10, help="random labels to start from (default %(default)s)")
     parser.add_argument("--batch-size", type=int, default=10, help="labels per round (default %(default)s)")
     parser.add_argument("--budget", type=int, default=300, help="labels per curve (default %(default)s)")

@@ -18,7 +18,8 @@ from model import simulation
 def test_digits_margin_beats_random_at_100_labels(tmp_path, capsys) -> None:
     plot, out = tmp_path / "curve.png", tmp_path / "curve.json"
     code = main([
-        "simulate", "--dataset", "digits", "--strategies", "margin", "--initial", "10", "--batch-size", "10",
+        "simulate", "--dataset", "digits", "--strategies", "margin", "--queue", "greedy", "--initial", "10",
+        "--batch-size", "10",
         "--budget", "100", "--seeds", "5", "--targets", "0.9,0.99", "--plot", str(plot), "--json", str(out),
         "--no-progress",
     ])
