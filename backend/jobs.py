@@ -160,17 +160,21 @@ class RecordedJobs:
     "running" with a stale ``updated_at``; the work itself is resumable (see backend/autolabel.py).
     """
 
-    def __init__(self, store: Store, progress_every: float = 0.5) -> None:
+    def __init__(self, store: Store, progress_every: float = 0.5, heartbeat_seconds: float = 10.0,
+                 stale_seconds: float = 60.0) -> None:
         self.store = store
         self.progress_every = progress_every
+        self.heartbeat_seconds = heartbeat_seconds
+        self.stale_seconds = stale_seconds
         self.owner = worker_identity()
 
     def create(self, project_id: int, kind: str, params: dict[str, Any]) -> str:
-        active = self.store.latest_job(project_id, kind)
-        if active is not None and active.status in ("queued", "running"):
-            raise JobBusy(f"{kind} job {active.id} is already {active.status} for project {project_id}")
+        """Record a queued job; raises JobBusy while another live job holds the project (any worker)."""
         job_id = str(uuid.uuid4())
-        self.store.create_job(job_id, project_id, kind, params, self.owner)
+        if self.store.create_job(job_id, project_id, kind, params, self.owner, self.stale_seconds) is None:
+            active = self.store.active_job(project_id)
+            what = f"{active.kind} job {active.id} is {active.status}" if active else "another job is starting"
+            raise JobBusy(f"{what} for project {project_id}; try again when it has finished")
         return job_id
 
     def run(self, job_id: str, work: Callable[[Callable[[str, int, int | None], None]], dict[str, Any]]) -> None:
@@ -185,7 +189,10 @@ class RecordedJobs:
                 self.store.update_job(job_id, stage=stage, done=done, total=total)
 
         try:
-            result = work(progress)
+            # A heartbeat keeps the job's row fresh through long silent steps (reading many tasks), so
+            # other workers do not take a live job for a dead one.
+            with Heartbeat(lambda: self.store.update_job(job_id) or True, self.heartbeat_seconds):
+                result = work(progress)
         except Exception as exc:  # recorded on the job; the worker carries on
             log.exception("job %s failed", job_id)
             self.store.update_job(job_id, status="failed", error=f"{type(exc).__name__}: {exc}")

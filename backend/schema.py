@@ -65,6 +65,8 @@ class Project(Base):
     # Training lease: at most one holder per project across processes and machines.
     lease_owner: Mapped[str | None] = mapped_column(String(200))
     lease_expires_at: Mapped[datetime | None]
+    # The background job (auto-labelling) that holds the project's job slot; claimed by compare-and-swap.
+    active_job_id: Mapped[str | None] = mapped_column(String(36))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 

@@ -438,13 +438,45 @@ class Store:
 
     # ------------------------------------------------------------------ background jobs
 
-    def create_job(self, job_id: str, project_id: int, kind: str, params: dict[str, Any], worker: str) -> Job:
+    def create_job(self, job_id: str, project_id: int, kind: str, params: dict[str, Any], worker: str,
+                   stale_seconds: float) -> Job | None:
+        """Record a new job if the project's job slot is free; None (and nothing written) if a live job holds it.
+
+        The slot is claimed by compare-and-swap on ``projects.active_job_id``: of two workers racing,
+        exactly one UPDATE matches. A holder counts as live while its row is queued or running and was
+        touched in the last ``stale_seconds`` (a dead worker's job frees the slot after that).
+        """
+        stale_before = utcnow() - timedelta(seconds=stale_seconds)
         with self.session() as s:
+            project = s.get(Project, project_id)
+            if project is None:
+                return None
+            holder_id = project.active_job_id
+            holder = s.get(Job, holder_id) if holder_id else None
+            if holder is not None and holder.status in ("queued", "running") and \
+                    as_utc(holder.updated_at) > stale_before:  # type: ignore[operator]
+                return None
+            if holder is not None and holder.status in ("queued", "running"):
+                holder.status, holder.error = "failed", "worker lost: no progress for too long"
+                holder.finished_at = utcnow()
+            claimed = s.execute(
+                update(Project)
+                .where(Project.id == project_id,
+                       Project.active_job_id.is_(None) if holder_id is None else Project.active_job_id == holder_id)
+                .values(active_job_id=job_id)
+            )
+            if claimed.rowcount != 1:  # another worker claimed it between our read and our update
+                return None
             job = Job(id=job_id, project_id=project_id, kind=kind, status="queued", params=params, done=0,
                       worker=worker)
             s.add(job)
             s.flush()
             return job
+
+    def active_job(self, project_id: int) -> Job | None:
+        with self.session() as s:
+            project = s.get(Project, project_id)
+            return s.get(Job, project.active_job_id) if project and project.active_job_id else None
 
     def update_job(self, job_id: str, **fields: Any) -> None:
         """Record progress or the outcome; ``status`` in succeeded/failed also stamps finished_at."""

@@ -139,3 +139,44 @@ def test_timer_due_only_with_new_labels_and_elapsed_interval(store: Store) -> No
     store.request_training(6, "timer")
     assert store.projects_due_by_timer() == []
     assert store.projects_due_by_timer(now=utcnow() + timedelta(seconds=61)) == [6]
+
+
+def test_job_slot_one_live_job_per_project_and_stale_ones_are_taken_over(store) -> None:
+    from sqlalchemy import update
+
+    from backend.schema import Job
+
+    store.ensure_project(7, ProjectPolicy())
+    first = store.create_job("job-a", 7, "autolabel", {}, "w1", stale_seconds=60)
+    assert first is not None and store.active_job(7).id == "job-a"
+    assert store.create_job("job-b", 7, "autolabel", {}, "w2", stale_seconds=60) is None  # busy
+    assert store.get_job("job-b") is None  # nothing written for the refused one
+    store.update_job("job-a", status="succeeded", result={"model_version": "it-1"})
+    assert store.create_job("job-c", 7, "autolabel", {}, "w2", stale_seconds=60) is not None
+    # A holder whose worker died (no heartbeat for longer than stale_seconds) is failed and replaced.
+    with store.session() as s:
+        s.execute(update(Job).where(Job.id == "job-c").values(status="running",
+                                                                updated_at=utcnow() - timedelta(seconds=120)))
+    assert store.create_job("job-d", 7, "autolabel", {}, "w3", stale_seconds=60) is not None
+    assert store.get_job("job-c").status == "failed" and "worker lost" in store.get_job("job-c").error
+    assert store.autolabelled_versions(7) == {"it-1"}
+
+
+def test_job_slot_is_claimed_once_under_a_race(store) -> None:
+    store.ensure_project(8, ProjectPolicy())
+    results: list[bool] = []
+    barrier = threading.Barrier(6)
+
+    def claim(i: int) -> None:
+        barrier.wait()
+        try:
+            results.append(store.create_job(f"race-{i}", 8, "autolabel", {}, f"w{i}", stale_seconds=60) is not None)
+        except Exception:  # SQLite may refuse a concurrent writer outright: that is a lost race too
+            results.append(False)
+
+    threads = [threading.Thread(target=claim, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == [False] * 5 + [True]

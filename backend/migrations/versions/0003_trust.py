@@ -22,6 +22,7 @@ def upgrade() -> None:
         batch.add_column(sa.Column("stop_kappa", sa.Float(), nullable=False, server_default="0.99"))
         batch.add_column(sa.Column("stop_window", sa.Integer(), nullable=False, server_default="3"))
         batch.add_column(sa.Column("keep_versions", sa.Integer(), nullable=False, server_default="2"))
+        batch.add_column(sa.Column("active_job_id", sa.String(36), nullable=True))
     with op.batch_alter_table("iterations") as batch:
         batch.add_column(sa.Column("ece", sa.Float(), nullable=True))
         batch.add_column(sa.Column("calibration", sa.String(20), nullable=True))
@@ -55,5 +56,5 @@ def downgrade() -> None:
         for name in ("stop_suggested", "mean_uncertainty", "kappa", "calibration", "ece"):
             batch.drop_column(name)
     with op.batch_alter_table("projects") as batch:
-        for name in ("keep_versions", "stop_window", "stop_kappa", "calibration"):
+        for name in ("active_job_id", "keep_versions", "stop_window", "stop_kappa", "calibration"):
             batch.drop_column(name)
