@@ -68,13 +68,13 @@ def json_body() -> dict[str, Any]:
     return body
 
 
+def _iso(value: Any) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
 def iteration_json(it: Iteration, full: bool = True) -> dict[str, Any]:
     """One iteration for the JSON API. ``full=False`` leaves out the per-task validation arrays (kept in
     SQL for auto-labelling; they grow with the validation split and would repeat in every listing)."""
-
-    def ts(value: Any) -> str | None:
-        return value.isoformat() if value is not None else None
-
     return {
         "number": it.number,
         "version": it.version,
@@ -82,9 +82,9 @@ def iteration_json(it: Iteration, full: bool = True) -> dict[str, Any]:
         "trigger": it.trigger,
         "error": it.error,
         "worker": it.worker,
-        "queued_at": ts(it.queued_at),
-        "started_at": ts(it.started_at),
-        "finished_at": ts(it.finished_at),
+        "queued_at": _iso(it.queued_at),
+        "started_at": _iso(it.started_at),
+        "finished_at": _iso(it.finished_at),
         "labels_used": it.labels_used,
         "n_train": it.n_train,
         "n_validation": it.n_validation,
@@ -105,9 +105,6 @@ def iteration_json(it: Iteration, full: bool = True) -> dict[str, Any]:
 
 
 def job_json(job: Job) -> dict[str, Any]:
-    def ts(value: Any) -> str | None:
-        return value.isoformat() if value is not None else None
-
     return {
         "id": job.id,
         "project": job.project_id,
@@ -120,9 +117,9 @@ def job_json(job: Job) -> dict[str, Any]:
         "result": job.result,
         "error": job.error,
         "worker": job.worker,
-        "created_at": ts(job.created_at),
-        "updated_at": ts(job.updated_at),
-        "finished_at": ts(job.finished_at),
+        "created_at": _iso(job.created_at),
+        "updated_at": _iso(job.updated_at),
+        "finished_at": _iso(job.finished_at),
     }
 
 

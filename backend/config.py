@@ -10,10 +10,19 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from model.calibration import CALIBRATIONS
 from model.uncertainty import STRATEGIES
+
+
+def _choices(field: str) -> list[str]:
+    """The names a policy field accepts (model.queue is imported late: it pulls in k-means)."""
+    if field == "queue":
+        from model.queue import QUEUES
+
+        return sorted(QUEUES)
+    return sorted(STRATEGIES) if field == "strategy" else list(CALIBRATIONS)
 
 
 class ProjectPolicy(BaseModel):
@@ -40,27 +49,12 @@ class ProjectPolicy(BaseModel):
     # except versions an auto-labelling run used.
     keep_versions: int = Field(default=2, ge=0)
 
-    @field_validator("strategy")
+    @field_validator("strategy", "queue", "calibration")
     @classmethod
-    def _known_strategy(cls, value: str) -> str:
-        if value not in STRATEGIES:
-            raise ValueError(f"unknown strategy {value!r}; choose one of {sorted(STRATEGIES)}")
-        return value
-
-    @field_validator("calibration")
-    @classmethod
-    def _known_calibration(cls, value: str) -> str:
-        if value not in CALIBRATIONS:
-            raise ValueError(f"unknown calibration {value!r}; choose one of {list(CALIBRATIONS)}")
-        return value
-
-    @field_validator("queue")
-    @classmethod
-    def _known_queue(cls, value: str) -> str:
-        from model.queue import QUEUES
-
-        if value not in QUEUES:
-            raise ValueError(f"unknown queue {value!r}; choose one of {sorted(QUEUES)}")
+    def _known_name(cls, value: str, info: ValidationInfo) -> str:
+        choices = _choices(info.field_name or "")
+        if value not in choices:
+            raise ValueError(f"unknown {info.field_name} {value!r}; choose one of {choices}")
         return value
 
 
