@@ -4,34 +4,7 @@ from sklearn.base import clone, is_classifier
 from sklearn.datasets import load_digits
 
 from model.estimators import ChoiceClassifier, make_estimator
-
-CLASSES = ["sports", "politics", "tech", "weather"]  # "weather" is never labelled
-
-TRAIN = [
-    ("the team won the football match", "sports"),
-    ("a late goal decided the soccer game", "sports"),
-    ("the striker scored twice in the final", "sports"),
-    ("tennis champion wins the open tournament", "sports"),
-    ("the coach praised the players after the match", "sports"),
-    ("parliament passed the new budget law", "politics"),
-    ("the minister resigned after the election", "politics"),
-    ("voters elect a new president", "politics"),
-    ("the senate debated the tax bill", "politics"),
-    ("the government announced new policy on migration", "politics"),
-    ("the new smartphone has a faster processor", "tech"),
-    ("software update fixes security bug", "tech"),
-    ("the startup released an open source database", "tech"),
-    ("new laptop chip doubles battery life", "tech"),
-    ("engineers train a machine learning model", "tech"),
-]
-TEXTS = [t for t, _ in TRAIN]
-LABELS = [label for _, label in TRAIN]
-
-HELD_OUT = [
-    ("the players celebrated the goal", "sports"),
-    ("election results for the president", "politics"),
-    ("a security update for the software", "tech"),
-]
+from tests.support.corpus import CLASSES, HELD_OUT, LABELS, TEXTS
 
 
 @pytest.fixture(scope="module")
