@@ -24,8 +24,8 @@ from backend.jobs import JobBusy, RecordedJobs, TrainingJobs
 from backend.labelconfig import ChoiceSpec, UnsupportedConfig, parse_label_config
 from backend.labelstudio import LabelStudioGateway
 from backend.model_store import ModelStore
-from backend.schema import Iteration, Job, Project
-from backend.store import Store
+from backend.schema import Iteration, Job, Project, utcnow
+from backend.store import Store, as_utc
 from backend.tasks import BadInput, annotation_labels, make_prediction, task_inputs
 from backend.training import IterationRunner
 from model.uncertainty import confidence_score, get_strategy, uncertainty_for
@@ -104,7 +104,12 @@ def iteration_json(it: Iteration, full: bool = True) -> dict[str, Any]:
     }
 
 
-def job_json(job: Job) -> dict[str, Any]:
+def job_json(job: Job, stale_seconds: float | None = None) -> dict[str, Any]:
+    """One background job for the JSON API; ``stale`` says an unfinished job has stopped reporting
+    (its worker probably died: rerun it, the work is resumable)."""
+    updated = as_utc(job.updated_at)
+    stale = bool(stale_seconds is not None and job.status in ("queued", "running") and updated is not None
+                 and (utcnow() - updated).total_seconds() > stale_seconds)
     return {
         "id": job.id,
         "project": job.project_id,
@@ -120,6 +125,7 @@ def job_json(job: Job) -> dict[str, Any]:
         "created_at": _iso(job.created_at),
         "updated_at": _iso(job.updated_at),
         "finished_at": _iso(job.finished_at),
+        "stale": stale,
     }
 
 
@@ -394,7 +400,7 @@ def create_app(settings: Settings | None = None, *, start_jobs: bool = True, mig
         found = store.get_job(job_id)
         if found is None:
             return jsonify(error=f"job {job_id} is unknown", field="job_id"), 404
-        return jsonify(job_json(found))
+        return jsonify(job_json(found, stale_seconds=services.background.stale_seconds))
 
     @app.after_request
     def _log(resp: Response) -> Response:

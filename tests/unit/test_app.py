@@ -340,6 +340,7 @@ def test_autolabel_job_pushes_once_and_lists_what_needs_review(app_env) -> None:
     assert len(gateway.pushed) == n_pushed_by_training + 24
     assert result["n_human_labelled"] == 24 and set(result["needs_review"]) <= set(range(124, 134))
     assert 0.0 <= result["coverage"] <= 1.0 and result["model_version"] == "it-1"
+    assert job["stale"] is False
     again = wait_for_job(client, client.post("/projects/1/autolabel", json={"tasks": [124, 125]}).get_json()["job_id"])
     assert again["result"]["n_pushed"] == 0 and again["result"]["n_tasks"] == 2
 
@@ -446,3 +447,21 @@ def test_failed_pruning_never_fails_the_round(app_env) -> None:
         client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 1}})
         assert wait_for_iteration(services, 1, number).status == "succeeded"
     assert services.store.serving_state(1).version == "it-2"
+
+
+def test_a_job_that_stopped_reporting_is_shown_stale(app_env) -> None:
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from backend.schema import Job, utcnow
+
+    client, services, _ = app_env
+    setup_project(client)
+    services.store.create_job("job-x", 1, "autolabel", {}, "gone-worker", stale_seconds=60)
+    assert client.get("/jobs/job-x").get_json()["stale"] is False
+    services.store.update_job("job-x", status="running")
+    with services.store.session() as s:
+        s.execute(update(Job).where(Job.id == "job-x").values(updated_at=utcnow() - timedelta(minutes=5)))
+    body = client.get("/jobs/job-x").get_json()
+    assert body["status"] == "running" and body["stale"] is True
