@@ -142,7 +142,7 @@ def run_autolabel(
 
     human = {int(t["id"]) for t in tasks if pick_annotation(t.get("annotations") or []) is not None}
     threshold = chosen.threshold
-    auto = [t for t, c in confidence_of.items() if threshold is not None and c >= threshold]
+    auto = {t for t, c in confidence_of.items() if threshold is not None and c >= threshold}
     needs_review = sorted(t for t in confidence_of if t not in auto and t not in human)
     outcome: dict[str, Any] = {
         "project": project.id,

@@ -143,6 +143,8 @@ def _read_task_ids(path: str) -> list[int]:
 
 
 def _autolabel(args: argparse.Namespace, settings: Settings) -> int:
+    from dataclasses import asdict
+
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from backend.app import Services
@@ -163,9 +165,7 @@ def _autolabel(args: argparse.Namespace, settings: Settings) -> int:
               file=sys.stderr)
         return 2
     services = Services(settings, store)
-    params = {k: v for k, v in {"target_precision": args.target_precision, "view": args.view,
-                                "confidence_level": args.confidence_level,
-                                "task_ids": task_ids, "create_view": not args.no_view}.items() if v is not None}
+    params = {k: v for k, v in asdict(request).items() if k != "project_id" and v is not None}
     try:
         job_id = services.background.create(args.project, "autolabel", params)
     except RuntimeError as exc:
@@ -201,10 +201,9 @@ def _autolabel(args: argparse.Namespace, settings: Settings) -> int:
     print(f"target precision {out['target_precision']:.3f}: threshold {threshold} "
           f"(validation precision {_fmt(out['validation_precision'])} on the {out['n_validation_selected']} of "
           f"{out['n_validation']} validation tasks at or above it)")
-    if out["validation_precision_lower"] is not None:
-        print(f"  precision >= {out['validation_precision_lower']:.3f} with 95% confidence"
-              if out["confidence_level"] is None else
-              f"  precision >= {out['validation_precision_lower']:.3f} with {out['confidence_level']:.0%} confidence")
+    if out["validation_precision_lower"] is not None:  # the bound is at 95 % unless a level was asked for
+        level = out["confidence_level"] or 0.95
+        print(f"  precision >= {out['validation_precision_lower']:.3f} with {level:.0%} confidence")
     if out["threshold"] is not None and out["n_validation_selected"] < 30:
         print(f"  note: only {out['n_validation_selected']} validation tasks back this precision; it is a rough "
               "estimate until the validation split grows")

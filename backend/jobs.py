@@ -149,15 +149,16 @@ class TrainingJobs:
 
 
 class JobBusy(RuntimeError):
-    """A job of the same kind is already queued or running for the project."""
+    """Another live background job holds the project's job slot."""
 
 
 class RecordedJobs:
     """Background jobs other than training (auto-labelling), with their progress in SQL.
 
     Any worker can answer ``GET /jobs/<id>`` because progress and outcome live in the jobs table, not
-    in the memory of the worker that runs the thread. A job interrupted by a worker restart stays
-    "running" with a stale ``updated_at``; the work itself is resumable (see backend/autolabel.py).
+    in the memory of the worker that runs the thread. One live job per project (a slot in SQL); a job
+    whose worker died stops its heartbeat, is reported stale and its slot taken over after
+    ``stale_seconds``; the work itself is resumable (see backend/autolabel.py).
     """
 
     def __init__(self, store: Store, progress_every: float = 0.5, heartbeat_seconds: float = 10.0,
