@@ -17,6 +17,7 @@ from typing import Any
 from flask import Flask, Response, g, jsonify, request
 from pydantic import ValidationError
 
+from backend.access import Forbidden, SetupRequest, authorize_setup, same_secret
 from backend.autolabel import AutolabelError, AutolabelRequest, run_autolabel
 from backend.config import ProjectPolicy, Settings
 from backend.images import ImageFetcher
@@ -33,7 +34,12 @@ from model.uncertainty import confidence_score, get_strategy, uncertainty_for
 log = logging.getLogger("labelloop")
 
 UNTRAINED = "untrained"
+# Routes for people and scripts rather than Label Studio: guarded by LABELLOOP_OPERATOR_TOKEN when set.
+OPERATOR_PREFIXES = ("/projects/", "/jobs/")
+OPERATOR_HEADER = "X-Labelloop-Operator-Token"
 # Annotation webhooks and how many new labels each one brings.
+# Label Studio gives /setup 3 s: a token check must leave room for the rest.
+TOKEN_CHECK_SECONDS = 2.0
 LABEL_EVENTS = {"ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_CREATED"}
 
 try:
@@ -160,6 +166,25 @@ class Services:
             gateway = self._gateways[(url, key)] = LabelStudioGateway(url, key)
         return gateway
 
+    def is_operator(self, headers: Any) -> bool:
+        return same_secret(headers.get(OPERATOR_HEADER), self.settings.operator_token)
+
+    def verify_token(self, url: str, token: str, project_id: int) -> bool:
+        """Whether the Label Studio at ``url`` accepts ``token`` for the project (a short read of it)."""
+        try:
+            LabelStudioGateway(url, token, timeout=TOKEN_CHECK_SECONDS).label_config(project_id)
+        except Exception as exc:  # refused, unreachable or malformed: not proven
+            log.warning("project %s: Label Studio at %s refused a /setup token: %s", project_id, url, exc)
+            return False
+        return True
+
+    def ensure_project(self, project_id: int, **fields: Any) -> Project:
+        """Create the project on first sight, within the cap on project rows; refresh it otherwise."""
+        if self.store.get_project(project_id) is None and self.store.count_projects() >= self.settings.max_projects:
+            raise Forbidden(f"this backend already serves {self.settings.max_projects} projects "
+                            "(LABELLOOP_MAX_PROJECTS): no new project rows", field="project")
+        return self.store.ensure_project(project_id, self.settings.policy, **fields)
+
     def image_loader(self, project_id: int) -> ImageFetcher:
         project = self.store.get_project(project_id)
         if project is None:
@@ -192,7 +217,7 @@ def create_app(settings: Settings | None = None, *, start_jobs: bool = True, mig
         g.started = time.perf_counter()
         user, password = settings.basic_auth_user, settings.basic_auth_pass
         if not user or not password:
-            return None
+            return _operator_gate()
         auth = request.authorization
         ok = (
             auth is not None
@@ -200,17 +225,32 @@ def create_app(settings: Settings | None = None, *, start_jobs: bool = True, mig
             and hmac.compare_digest((auth.password or "").encode(), password.encode())
         )
         if ok:
-            return None
+            return _operator_gate()
         log.warning("401 %s %s: missing or wrong basic auth", request.method, request.path)
         resp = jsonify(error="authentication required (HTTP basic auth)")
         resp.status_code = 401
         resp.headers["WWW-Authenticate"] = 'Basic realm="labelloop"'
         return resp
 
+    def _operator_gate() -> Response | None:
+        """Operator routes (history, scores, auto-labelling, jobs) need the operator token when one is set."""
+        if not settings.operator_token or not request.path.startswith(OPERATOR_PREFIXES):
+            return None
+        if services.is_operator(request.headers):
+            return None
+        log.warning("401 %s %s: missing or wrong operator token", request.method, request.path)
+        return jsonify(error=f"operator route: send the operator token in the {OPERATOR_HEADER} header",
+                       field=OPERATOR_HEADER), 401
+
     @app.errorhandler(BadInput)
     def _bad_input(exc: BadInput) -> tuple[Response, int]:
         log.warning("400 %s %s: %s", request.method, request.path, exc)
         return jsonify(error=str(exc), field=exc.field), 400
+
+    @app.errorhandler(Forbidden)
+    def _forbidden(exc: Forbidden) -> tuple[Response, int]:
+        log.warning("403 %s %s: %s", request.method, request.path, exc)
+        return jsonify(error=str(exc), field=exc.field), 403
 
     @app.errorhandler(UnsupportedConfig)
     def _unsupported(exc: UnsupportedConfig) -> tuple[Response, int]:
@@ -230,15 +270,20 @@ def create_app(settings: Settings | None = None, *, start_jobs: bool = True, mig
             raise BadInput("'schema' (the label config XML) is required", field="schema")
         cached_spec(schema)  # refuse unsupported configs now, with the tag named
         policy = _policy_from(body.get("extra_params"), settings.policy)
-        from_env = bool(settings.label_studio_url and settings.label_studio_api_key)
-        store.ensure_project(
-            project_id,
-            settings.policy,
-            label_config=schema,
-            label_studio_url=None if from_env else _str_or_none(body.get("hostname")),
-            label_studio_token=None if from_env else _str_or_none(body.get("access_token")),
-            policy=policy,
+        project = store.get_project(project_id)
+        ask = SetupRequest(
+            project_id=project_id,
+            hostname=_str_or_none(body.get("hostname")),
+            token=_str_or_none(body.get("access_token")),
+            changes_policy=bool(project and policy
+                                and ProjectPolicy.model_validate(project, from_attributes=True) != policy),
+            changes_schema=bool(project and project.label_config and project.label_config != schema),
+            operator=services.is_operator(request.headers),
         )
+        env_url = settings.label_studio_url if settings.label_studio_url and settings.label_studio_api_key else None
+        connection = authorize_setup(ask, project, env_url=env_url, verify=services.verify_token)
+        services.ensure_project(project_id, label_config=schema, label_studio_url=connection.url,
+                                label_studio_token=connection.token, policy=policy)
         state = store.serving_state(project_id)
         return jsonify(model_version=(state.version if state and state.version else UNTRAINED))
 
@@ -254,7 +299,7 @@ def create_app(settings: Settings | None = None, *, start_jobs: bool = True, mig
         state = store.serving_state(project_id)
         config = body.get("label_config") if isinstance(body.get("label_config"), str) else None
         if state is None:
-            store.ensure_project(project_id, settings.policy, label_config=config)
+            services.ensure_project(project_id, label_config=config)
             state = store.serving_state(project_id)
             assert state is not None
         spec = cached_spec(config or state.label_config)
@@ -288,7 +333,11 @@ def create_app(settings: Settings | None = None, *, start_jobs: bool = True, mig
         state = store.serving_state(project_id)
         if state is None:
             config = project.get("label_config") if isinstance(project, dict) else None
-            store.ensure_project(project_id, settings.policy, label_config=config)
+            try:
+                services.ensure_project(project_id, label_config=config)
+            except Forbidden as exc:  # over the project cap: keep the event, refuse the project
+                store.record_event(None, action, payload=_trim(body), error=str(exc))
+                raise
             state = store.serving_state(project_id)
             assert state is not None
         annotation = body.get("annotation") if isinstance(body.get("annotation"), dict) else {}

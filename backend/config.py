@@ -68,6 +68,11 @@ class Settings(BaseModel):
     basic_auth_user: str | None = None
     basic_auth_pass: str | None = None
     policy: ProjectPolicy = ProjectPolicy()
+    # Sent by people and scripts in X-Labelloop-Operator-Token: needed for the operator routes
+    # (/projects/..., /jobs/...) and to re-point a project to another Label Studio. Unset: routes open.
+    operator_token: str | None = None
+    # New project rows stop here, so ids nobody uses cannot grow the database without bound.
+    max_projects: int = Field(default=1000, ge=1)
     # How long a training lease lasts without a heartbeat: a crashed worker frees the project after this.
     lease_seconds: int = 120
     # How often each serving worker looks for due timers and orphaned queued iterations.
@@ -120,6 +125,10 @@ class Settings(BaseModel):
         }
         if get("MODEL_DIR"):
             raw["model_dir"] = Path(get("MODEL_DIR"))  # type: ignore[arg-type]
+        if get("LABELLOOP_OPERATOR_TOKEN"):
+            raw["operator_token"] = get("LABELLOOP_OPERATOR_TOKEN")
+        if get("LABELLOOP_MAX_PROJECTS"):
+            raw["max_projects"] = get("LABELLOOP_MAX_PROJECTS")
         if get("LABELLOOP_LEASE_SECONDS"):
             raw["lease_seconds"] = get("LABELLOOP_LEASE_SECONDS")
         if get("LABELLOOP_TICK_SECONDS"):

@@ -130,6 +130,10 @@ class Store:
         with self.session() as s:
             return s.get(Project, project_id)
 
+    def count_projects(self) -> int:
+        with self.session() as s:
+            return s.scalar(select(func.count()).select_from(Project)) or 0
+
     def list_projects(self) -> list[Project]:
         with self.session() as s:
             return list(s.scalars(select(Project).order_by(Project.id)))

@@ -107,6 +107,15 @@ def wait_for_iteration(services, project_id: int, number: int, timeout: float = 
     raise AssertionError(f"iteration {number} did not finish: {services.store.iterations(project_id)}")
 
 
+def wait_until(condition, what: str, timeout: float = 60.0) -> None:
+    """Wait for the condition a test asserts (not for a state that merely precedes it)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
 def annotation_event(task_id: int, label: str, action: str = "ANNOTATION_CREATED") -> dict[str, Any]:
     return {
         "action": action,
@@ -426,13 +435,16 @@ def test_old_versions_predictions_are_pruned_but_not_those_autolabelling_used(ap
     for number in (1, 2, 3):
         client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 1}})
         assert wait_for_iteration(services, 1, number).status == "succeeded"
-    assert gateway.deleted == ["it-1", "it-2"]  # each round drops the version that left the window
+    # Pruning runs after a round is recorded as succeeded: wait for the deletions themselves.
+    wait_until(lambda: gateway.deleted == ["it-1", "it-2"], "it-1 and it-2 pruned")  # each round drops one
     job = wait_for_job(client, client.post("/projects/1/autolabel", json={}).get_json()["job_id"])
     assert job["status"] == "succeeded" and job["result"]["model_version"] == "it-3"
     for number in (4, 5):
         client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 1}})
         assert wait_for_iteration(services, 1, number).status == "succeeded"
-    assert gateway.deleted == ["it-1", "it-2", "it-4"]  # it-3 labelled a test set: kept
+    wait_until(lambda: gateway.deleted == ["it-1", "it-2", "it-4"], "it-4 pruned")  # it-3 labelled a test set
+    wait_until(lambda: not services.store.get_project(1).lease_owner, "round 5 released its lease")
+    assert gateway.deleted == ["it-1", "it-2", "it-4"]  # and nothing after it: it-3 is kept
 
 
 def test_failed_pruning_never_fails_the_round(app_env) -> None:
