@@ -27,9 +27,9 @@ import requests
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from backend.labelconfig import parse_label_config  # noqa: E402
+from backend.labelstudio.labelconfig import parse_label_config  # noqa: E402
+from backend.labelstudio.tasks import make_prediction  # noqa: E402
 from backend.store import Store  # noqa: E402
-from backend.tasks import make_prediction  # noqa: E402
 from model import persistence  # noqa: E402
 from model.uncertainty import confidence_score, get_strategy  # noqa: E402
 from tests.support.backend import BackendServer  # noqa: E402

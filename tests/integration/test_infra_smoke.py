@@ -430,7 +430,7 @@ def test_postgres_database_is_dropped_even_with_open_connections(postgres_url):
 
 FAKE_CLI = textwrap.dedent(
     '''
-    """Stand-in for backend.cli, to test BackendServer's process handling without the real app."""
+    """Stand-in for backend.cli.main, to test BackendServer's process handling without the real app."""
     import argparse, json, os, subprocess, sys
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 

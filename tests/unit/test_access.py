@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from backend.access import origin
-from backend.app import OPERATOR_HEADER, create_app
 from backend.config import Settings
+from backend.service.access import origin
+from backend.web.app import OPERATOR_HEADER, create_app
 from tests.unit.test_app import CONFIG
 
 LS = "http://ls.example:8080"

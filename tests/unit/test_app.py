@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from backend.app import create_app
 from backend.config import ProjectPolicy, Settings
-from backend.labelstudio import LabelStudioError
+from backend.labelstudio.gateway import LabelStudioError
+from backend.web.app import create_app
 
 CONFIG = ('<View><Text name="text" value="$text"/><Choices name="sentiment" toName="text">'
           '<Choice value="pos"/><Choice value="neg"/></Choices></View>')
@@ -283,7 +283,7 @@ def test_crash_while_saving_the_model_keeps_the_last_good_version(app_env, monke
     def disk_full(data: bytes) -> bytes:
         raise OSError(28, "No space left on device")
 
-    import backend.model_store as model_store
+    import backend.store.artifacts as model_store
 
     real_dumps = model_store.persistence.dumps
     monkeypatch.setattr(model_store.persistence, "dumps", lambda est: disk_full(real_dumps(est)))
@@ -298,7 +298,7 @@ def test_crash_while_saving_the_model_keeps_the_last_good_version(app_env, monke
 def test_write_atomic_leaves_no_partial_file(tmp_path, monkeypatch) -> None:
     import os
 
-    from backend.model_store import write_atomic
+    from backend.store.artifacts import write_atomic
 
     target = tmp_path / "m" / "it-1.skops"
     write_atomic(target, b"old")
@@ -466,7 +466,7 @@ def test_a_job_that_stopped_reporting_is_shown_stale(app_env) -> None:
 
     from sqlalchemy import update
 
-    from backend.schema import Job, utcnow
+    from backend.store.schema import Job, utcnow
 
     client, services, _ = app_env
     setup_project(client)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from backend.cli import main
+from backend.cli.main import main
 from backend.config import ProjectPolicy
 from backend.store import Store
 

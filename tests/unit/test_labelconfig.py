@@ -2,7 +2,7 @@
 
 import pytest
 
-from backend.labelconfig import UnsupportedConfig, parse_label_config
+from backend.labelstudio.labelconfig import UnsupportedConfig, parse_label_config
 
 TEXT = """<View><Text name="text" value="$review"/>
 <Choices name="sentiment" toName="text"><Choice value="pos"/><Choice value="neg"/></Choices></View>"""

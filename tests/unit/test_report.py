@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from backend.config import ProjectPolicy
-from backend.report import PLOT_FILES, report_from_store, write_report
+from backend.reports.html import PLOT_FILES, report_from_store, write_report
 from backend.store import Store
 
 EVIL = "<script>alert(1)</script>"

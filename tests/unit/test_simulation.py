@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from backend.cli import main
+from backend.cli.main import main
 from model import simulation
 
 # ----------------------------------------------------------------------------- end to end

@@ -10,8 +10,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
 from backend.config import ProjectPolicy
-from backend.schema import Base, utcnow
 from backend.store import Store
+from backend.store.schema import Base, utcnow
 
 POLICY = ProjectPolicy(retrain_every=3)
 
@@ -88,7 +88,7 @@ def test_lease_is_exclusive_and_expires(store: Store) -> None:
     assert store.renew_lease(3, "a", 60) and not store.renew_lease(3, "b", 60)
     # "a" dies: make its lease stale; "b" takes over and the orphaned run is marked failed.
     with store.session() as s:
-        from backend.schema import Project
+        from backend.store.schema import Project
 
         s.get(Project, 3).lease_expires_at = utcnow() - timedelta(seconds=1)
     assert store.acquire_lease(3, "b", 60)
@@ -144,7 +144,7 @@ def test_timer_due_only_with_new_labels_and_elapsed_interval(store: Store) -> No
 def test_job_slot_one_live_job_per_project_and_stale_ones_are_taken_over(store) -> None:
     from sqlalchemy import update
 
-    from backend.schema import Job
+    from backend.store.schema import Job
 
     store.ensure_project(7, ProjectPolicy())
     first = store.create_job("job-a", 7, "autolabel", {}, "w1", stale_seconds=60)

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from backend.images import ImageFetcher
-from backend.labelconfig import parse_label_config
-from backend.tasks import (
+from backend.labelstudio.images import ImageFetcher
+from backend.labelstudio.labelconfig import parse_label_config
+from backend.labelstudio.tasks import (
     BadInput,
     annotation_labels,
     make_prediction,

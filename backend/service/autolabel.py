@@ -18,13 +18,13 @@ from typing import Any
 
 import numpy as np
 
-from backend.images import ImageFetcher
-from backend.labelconfig import parse_label_config
-from backend.labelstudio import LabelStudioGateway
-from backend.model_store import ModelStore
-from backend.schema import Project
+from backend.labelstudio.gateway import LabelStudioGateway
+from backend.labelstudio.images import ImageFetcher
+from backend.labelstudio.labelconfig import parse_label_config
+from backend.labelstudio.tasks import BadInput, make_prediction, pick_annotation, task_input
 from backend.store import Store
-from backend.tasks import BadInput, make_prediction, pick_annotation, task_input
+from backend.store.artifacts import ModelStore
+from backend.store.schema import Project
 from model.thresholds import precision_threshold
 from model.uncertainty import confidence_score, decision_confidence, get_strategy, uncertainty_for
 

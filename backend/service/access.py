@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from backend.schema import Project
+from backend.store.schema import Project
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
 

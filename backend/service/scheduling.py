@@ -17,9 +17,9 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from backend.schema import Iteration
+from backend.service.training import IterationRunner
 from backend.store import Store
-from backend.training import IterationRunner
+from backend.store.schema import Iteration
 
 log = logging.getLogger(__name__)
 

@@ -15,13 +15,13 @@ from typing import Any
 
 import numpy as np
 
-from backend.images import ImageFetcher
-from backend.labelconfig import ChoiceSpec, parse_label_config
-from backend.labelstudio import LabelStudioGateway
-from backend.model_store import ModelStore
-from backend.schema import Iteration, Project
+from backend.labelstudio.gateway import LabelStudioGateway
+from backend.labelstudio.images import ImageFetcher
+from backend.labelstudio.labelconfig import ChoiceSpec, parse_label_config
+from backend.labelstudio.tasks import BadInput, annotation_labels, make_prediction, pick_annotation, task_input
 from backend.store import Store
-from backend.tasks import BadInput, annotation_labels, make_prediction, pick_annotation, task_input
+from backend.store.artifacts import ModelStore
+from backend.store.schema import Iteration, Project
 from model.calibration import expected_calibration_error
 from model.difficulty import DifficultyThresholds, bucket, bucket_counts, fit_thresholds
 from model.estimators import make_estimator

@@ -17,7 +17,7 @@ import numpy as np
 import requests
 from PIL import Image, UnidentifiedImageError
 
-from backend.tasks import BadInput
+from backend.labelstudio.tasks import BadInput
 
 MAX_IMAGE_BYTES = 50 * 1024 * 1024
 

@@ -116,7 +116,7 @@ def make_image_loader(base_dir: Path, label_studio_url: str | None = None,
     and LABEL_STUDIO_API_KEY are set, go through :class:`backend.images.ImageFetcher`, exactly as
     when the server trains.
     """
-    from backend.images import ImageFetcher, decode_image
+    from backend.labelstudio.images import ImageFetcher, decode_image
 
     headers = None
     if label_studio_url and label_studio_api_key:
@@ -124,7 +124,7 @@ def make_image_loader(base_dir: Path, label_studio_url: str | None = None,
 
         def headers() -> Any:  # the SDK resolves the token kind; only built when an image needs it
             if not gateway:
-                from backend.labelstudio import LabelStudioGateway
+                from backend.labelstudio.gateway import LabelStudioGateway
 
                 gateway.append(LabelStudioGateway(label_studio_url, label_studio_api_key))
             return gateway[0].auth_headers()
@@ -144,7 +144,7 @@ def make_image_loader(base_dir: Path, label_studio_url: str | None = None,
 def dataset_from_records(name: str, records: Sequence[dict[str, Any]], modality: str | None,
                          load_image: Callable[[str], np.ndarray]) -> Dataset:
     """Records with a ``label`` and a ``text`` (text) or ``image`` (file path / URL) field."""
-    from backend.tasks import BadInput
+    from backend.labelstudio.tasks import BadInput
 
     columns = set().union(*(r.keys() for r in records)) if records else set()
     if "label" not in columns:
@@ -184,7 +184,7 @@ def infer_choice_spec(tasks: Sequence[dict[str, Any]], modality: str | None = No
     tasks' only field; images are recognised by data URIs, URLs / paths with an image extension
     and Label Studio's ``/data/`` paths. Anything ambiguous asks for ``--label-config``.
     """
-    from backend.labelconfig import ChoiceSpec
+    from backend.labelstudio.labelconfig import ChoiceSpec
 
     controls: dict[tuple[str, str], set[str]] = {}
     multi = False
@@ -233,9 +233,9 @@ def _looks_like_image(value: str) -> bool:
 def dataset_from_label_studio(name: str, tasks: Sequence[dict[str, Any]], label_config: str | None,
                               modality: str | None, load_image: Callable[[str], np.ndarray]) -> Dataset:
     """A Label Studio JSON export, read with the server's own adapters (labelconfig + tasks + collect)."""
-    from backend.labelconfig import parse_label_config
-    from backend.tasks import BadInput, task_input
-    from backend.training import collect
+    from backend.labelstudio.labelconfig import parse_label_config
+    from backend.labelstudio.tasks import BadInput, task_input
+    from backend.service.training import collect
 
     if label_config is not None:
         spec = parse_label_config(label_config)

@@ -42,7 +42,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
         def load(self) -> Any:
             # Runs in each worker after fork: every worker gets its own engine and background threads.
-            from backend.app import create_app
+            from backend.web.app import create_app
 
             return create_app(Settings.from_env())
 
@@ -51,7 +51,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _train(args: argparse.Namespace, settings: Settings) -> int:
-    from backend.app import Services
+    from backend.web.app import Services
 
     store = Store(settings.resolved_database_url)
     store.upgrade()
@@ -95,7 +95,7 @@ def _history(args: argparse.Namespace, settings: Settings) -> int:
     store.upgrade()
     iterations = store.iterations(args.project)
     if args.json:
-        from backend.app import iteration_json
+        from backend.web.app import iteration_json
 
         print(json.dumps([iteration_json(it) for it in iterations], indent=2))
         return 0
@@ -147,8 +147,8 @@ def _autolabel(args: argparse.Namespace, settings: Settings) -> int:
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from backend.app import Services
-    from backend.autolabel import AutolabelError, AutolabelRequest
+    from backend.service.autolabel import AutolabelError, AutolabelRequest
+    from backend.web.app import Services
 
     store = Store(settings.resolved_database_url)
     store.upgrade()
@@ -214,7 +214,7 @@ def _autolabel(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _report(args: argparse.Namespace, settings: Settings) -> int:
-    from backend.report import report_from_store
+    from backend.reports.html import report_from_store
 
     store = Store(settings.resolved_database_url)
     store.upgrade()
@@ -278,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", required=True, help="output folder (index.html and PNGs)")
     report.set_defaults(func=_report)
 
-    from backend import simulate
+    from backend.cli import simulate
 
     simulate.add_parser(sub)
 

@@ -591,7 +591,7 @@ def report_from_store(
     store: Any, project_id: int, out_dir: Path | str, autolabel: dict[str, Any] | None = None
 ) -> Path:
     """Report from the SQL history, through `iteration_json` so the page shows what the JSON API shows."""
-    from backend.app import iteration_json  # app imports much of the backend; import late to avoid cycles
+    from backend.web.app import iteration_json  # app imports much of the backend; import late to avoid cycles
 
     rows = store.iterations(project_id)
     if not rows:

@@ -24,7 +24,7 @@ from sqlalchemy import Engine, create_engine, event, func, insert, or_, select, 
 from sqlalchemy.orm import Session, sessionmaker
 
 from backend.config import ProjectPolicy
-from backend.schema import Artifact, Event, Iteration, Job, Project, TaskScore, utcnow
+from backend.store.schema import Artifact, Event, Iteration, Job, Project, TaskScore, utcnow
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 

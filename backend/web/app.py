@@ -17,18 +17,18 @@ from typing import Any
 from flask import Flask, Response, g, jsonify, request
 from pydantic import ValidationError
 
-from backend.access import Forbidden, SetupRequest, authorize_setup, same_secret
-from backend.autolabel import AutolabelError, AutolabelRequest, run_autolabel
 from backend.config import ProjectPolicy, Settings
-from backend.images import ImageFetcher
-from backend.jobs import JobBusy, RecordedJobs, TrainingJobs
-from backend.labelconfig import ChoiceSpec, UnsupportedConfig, parse_label_config
-from backend.labelstudio import LabelStudioGateway
-from backend.model_store import ModelStore
-from backend.schema import Iteration, Job, Project, utcnow
+from backend.labelstudio.gateway import LabelStudioGateway
+from backend.labelstudio.images import ImageFetcher
+from backend.labelstudio.labelconfig import ChoiceSpec, UnsupportedConfig, parse_label_config
+from backend.labelstudio.tasks import BadInput, annotation_labels, make_prediction, task_inputs
+from backend.service.access import Forbidden, SetupRequest, authorize_setup, same_secret
+from backend.service.autolabel import AutolabelError, AutolabelRequest, run_autolabel
+from backend.service.scheduling import JobBusy, RecordedJobs, TrainingJobs
+from backend.service.training import IterationRunner
 from backend.store import Store, as_utc
-from backend.tasks import BadInput, annotation_labels, make_prediction, task_inputs
-from backend.training import IterationRunner
+from backend.store.artifacts import ModelStore
+from backend.store.schema import Iteration, Job, Project, utcnow
 from model.uncertainty import confidence_score, get_strategy, uncertainty_for
 
 log = logging.getLogger("labelloop")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine
 
-from backend.schema import Base
+from backend.store.schema import Base
 
 target_metadata = Base.metadata
 

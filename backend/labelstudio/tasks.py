@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from backend.labelconfig import ChoiceSpec
+from backend.labelstudio.labelconfig import ChoiceSpec
 
 
 class BadInput(ValueError):

@@ -1,0 +1,1 @@
+"""The `labelloop` command: serve, train, history, autolabel, report, simulate, db."""

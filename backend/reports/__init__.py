@@ -1,0 +1,1 @@
+"""Offline reports built from the SQL history."""

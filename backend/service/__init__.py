@@ -1,0 +1,1 @@
+"""Use cases: training rounds, scheduling, auto-labelling, access rules. No Flask, no argparse."""

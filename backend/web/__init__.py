@@ -1,0 +1,1 @@
+"""HTTP: the app factory and its blueprints (Label Studio's protocol, the operators' routes)."""
