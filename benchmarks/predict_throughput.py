@@ -31,7 +31,8 @@ from backend.labelstudio.labelconfig import parse_label_config  # noqa: E402
 from backend.labelstudio.tasks import make_prediction  # noqa: E402
 from backend.store import Store  # noqa: E402
 from model import persistence  # noqa: E402
-from model.uncertainty import confidence_score, get_strategy  # noqa: E402
+from model.scoring import score  # noqa: E402
+from model.uncertainty import get_strategy  # noqa: E402
 from tests.support.backend import BackendServer  # noqa: E402
 from tests.support.labelstudio import LabelStudioServer  # noqa: E402
 
@@ -106,10 +107,8 @@ def raw_throughput(estimator, texts: list[str], batch: int, min_seconds: float) 
     batches = [texts[s : s + batch] for s in range(0, len(texts) - batch + 1, batch)]
     done, start, i = 0, time.perf_counter(), 0
     while time.perf_counter() - start < min_seconds or i < 3:
-        probs = estimator.predict_proba(batches[i % len(batches)])
-        labels = estimator.labels_from_proba(probs)
-        scores = confidence_score(strategy(probs))
-        [make_prediction(spec, lab, s, "it-1") for lab, s in zip(labels, scores, strict=True)]
+        scored = score(estimator, strategy, batches[i % len(batches)])
+        [make_prediction(spec, lab, s, "it-1") for lab, s in zip(scored.labels, scored.confidence, strict=True)]
         done += batch
         i += 1
     return done / (time.perf_counter() - start)

@@ -69,6 +69,8 @@ class QueueStrategy:
     """Base class: validates the input; subclasses implement :meth:`_order`."""
 
     name: ClassVar[str] = ""
+    #: Whether :meth:`order` needs the pool's features (callers compute them only then).
+    needs_features: ClassVar[bool] = False
 
     def order(
         self,
@@ -246,6 +248,7 @@ class ClusterAware(QueueStrategy):
     """
 
     name = "cluster"
+    needs_features = True
     #: Dimensions kept by the reduction before k-means.
     max_dim: ClassVar[int] = 50
 

@@ -4,7 +4,7 @@ Given a fully labelled dataset, :func:`run_curve` plays a labelling project forw
 from ``initial`` random labels, and after each training round "asks" for the next
 ``batch_size`` tasks exactly as the server would -- the same estimator factory
 (:func:`model.estimators.make_estimator`), acquisition function
-(:func:`model.uncertainty.uncertainty_for`) and queue ordering (:func:`model.queue.get_queue`);
+(the scoring kernel, :mod:`model.scoring`, as the server uses it);
 a batch of B is the first B tasks of the queue -- and reveals their labels from the ground
 truth. After every round the model is scored on a held-out test split, which gives one
 learning curve (test accuracy against labels used).
@@ -41,7 +41,8 @@ from sklearn.model_selection import train_test_split
 from model.estimators import make_estimator
 from model.evaluation import evaluate
 from model.queue import QUEUES, get_queue
-from model.uncertainty import STRATEGIES, get_strategy, uncertainty_for
+from model.scoring import labels_from_proba, order, score
+from model.uncertainty import STRATEGIES, get_strategy
 
 #: Name of the control arm: uniform random picks from the pool.
 RANDOM = "random"
@@ -237,11 +238,11 @@ def run_curve(
             arm.estimator_strategy, modality, classes, False, random_state=seed * 1000 + round_index, **params
         )
         estimator.fit([X_pool[i] for i in labelled], [y_pool[i] for i in labelled])
-        predicted = estimator.labels_from_proba(estimator.predict_proba(X_test))
-        score = evaluate(y_test, [row[0] for row in predicted], classes)["accuracy"]
-        accuracy.append(float(score))
+        predicted = labels_from_proba(estimator.classes_, estimator.predict_proba(X_test), multi_label=False)
+        test_accuracy = float(evaluate(y_test, [row[0] for row in predicted], classes)["accuracy"])
+        accuracy.append(test_accuracy)
         if on_round is not None:
-            on_round(n_labels, float(score))
+            on_round(n_labels, test_accuracy)
         if round_index + 1 == len(grid):
             break
         need = grid[round_index + 1] - n_labels
@@ -249,11 +250,10 @@ def run_curve(
         if arm.is_random:
             picked = random_picks.choice(candidates, size=need, replace=False)
         else:
-            pool_x = [X_pool[i] for i in candidates]
-            _, uncertainty = uncertainty_for(estimator, acquisition, pool_x)
-            features = estimator.transform(pool_x) if arm.queue == "cluster" else None
-            order = ordering.order(uncertainty, features=features, random_state=seed * 100_003 + round_index).order
-            picked = candidates[order[:need]]
+            scored = score(estimator, acquisition, [X_pool[i] for i in candidates],
+                           with_features=ordering.needs_features)
+            queued = order(ordering, scored, random_state=seed * 100_003 + round_index)
+            picked = candidates[queued.order[:need]]
         labelled.extend(int(i) for i in picked)
         unlabelled_mask[picked] = False
     return {"labels": grid, "accuracy": accuracy}

@@ -51,7 +51,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _train(args: argparse.Namespace, settings: Settings) -> int:
-    from backend.web.app import Services
+    from backend.service.container import Services
 
     store = Store(settings.resolved_database_url)
     store.upgrade()
@@ -95,7 +95,7 @@ def _history(args: argparse.Namespace, settings: Settings) -> int:
     store.upgrade()
     iterations = store.iterations(args.project)
     if args.json:
-        from backend.web.app import iteration_json
+        from backend.service.serializers import iteration_json
 
         print(json.dumps([iteration_json(it) for it in iterations], indent=2))
         return 0
@@ -148,7 +148,7 @@ def _autolabel(args: argparse.Namespace, settings: Settings) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from backend.service.autolabel import AutolabelError, AutolabelRequest
-    from backend.web.app import Services
+    from backend.service.container import Services
 
     store = Store(settings.resolved_database_url)
     store.upgrade()

@@ -7,6 +7,7 @@ a user finds out when connecting the backend rather than after the first trainin
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from label_studio_sdk.label_interface import LabelInterface
@@ -76,3 +77,9 @@ def parse_label_config(config_xml: str) -> ChoiceSpec:
         labels=labels,
         multi_label=bool(control.is_multiple_choice),
     )
+
+
+@functools.lru_cache(maxsize=64)
+def cached_spec(config_xml: str) -> ChoiceSpec:
+    """Label configs repeat on every request; parse each distinct one once per process."""
+    return parse_label_config(config_xml)

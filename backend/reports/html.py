@@ -27,6 +27,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator, PercentFormatter
 
+from backend.service.serializers import iteration_json
+
 __all__ = ["PLOT_FILES", "report_from_store", "write_report"]
 
 # Plot name -> PNG file name, in page order.
@@ -591,7 +593,6 @@ def report_from_store(
     store: Any, project_id: int, out_dir: Path | str, autolabel: dict[str, Any] | None = None
 ) -> Path:
     """Report from the SQL history, through `iteration_json` so the page shows what the JSON API shows."""
-    from backend.web.app import iteration_json  # app imports much of the backend; import late to avoid cycles
 
     rows = store.iterations(project_id)
     if not rows:

@@ -25,8 +25,9 @@ from backend.labelstudio.tasks import BadInput, make_prediction, pick_annotation
 from backend.store import Store
 from backend.store.artifacts import ModelStore
 from backend.store.schema import Project
+from model.scoring import score
 from model.thresholds import precision_threshold
-from model.uncertainty import confidence_score, decision_confidence, get_strategy, uncertainty_for
+from model.uncertainty import get_strategy
 
 log = logging.getLogger(__name__)
 
@@ -124,18 +125,16 @@ def run_autolabel(
             except BadInput as exc:
                 failed.append({"task_id": task.get("id"), "reason": str(exc)})
         if inputs:
-            probs, uncertainty = uncertainty_for(estimator, strategy, inputs, multi_label=spec.multi_label)
-            labels = estimator.labels_from_proba(probs)
-            scores = confidence_score(uncertainty)
-            trusted = decision_confidence(probs, multi_label=spec.multi_label)
+            scored = score(estimator, strategy, inputs, multi_label=spec.multi_label)
             has_version = {int(t["id"]) for t in block if _has_prediction(t, state.version)}
             new = []
-            for tid, lab, score, conf in zip(ids, labels, scores, trusted, strict=True):
+            for tid, lab, confidence, conf in zip(ids, scored.labels, scored.confidence, scored.decision,
+                                                  strict=True):
                 confidence_of[tid] = float(conf)
                 if tid in has_version:
                     already += 1
                 else:
-                    new.append({"task": tid, **make_prediction(spec, lab, float(score), state.version)})
+                    new.append({"task": tid, **make_prediction(spec, lab, float(confidence), state.version)})
             if new:
                 pushed += gateway.import_predictions(project.id, new, push_batch_size)
         report("predicting", min(start + chunk, total), total)

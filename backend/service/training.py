@@ -9,16 +9,23 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from backend.labelstudio.gateway import LabelStudioGateway
+from backend.labelstudio.gateway import LabelStudioError, LabelStudioGateway
 from backend.labelstudio.images import ImageFetcher
 from backend.labelstudio.labelconfig import ChoiceSpec, parse_label_config
-from backend.labelstudio.tasks import BadInput, annotation_labels, make_prediction, pick_annotation, task_input
+from backend.labelstudio.tasks import (
+    BadInput,
+    ImageLoader,
+    annotation_labels,
+    make_prediction,
+    pick_annotation,
+    task_input,
+)
 from backend.store import Store
 from backend.store.artifacts import ModelStore
 from backend.store.schema import Iteration, Project
@@ -26,10 +33,11 @@ from model.calibration import expected_calibration_error
 from model.difficulty import DifficultyThresholds, bucket, bucket_counts, fit_thresholds
 from model.estimators import make_estimator
 from model.evaluation import evaluate
-from model.queue import get_queue, scores_for_order
+from model.queue import get_queue
+from model.scoring import Scored, order, score, score_batches
 from model.stopping import StopRule, mean_normalised_uncertainty, prediction_agreement_kappa, stable_sample
 from model.thresholds import precision_coverage_curve
-from model.uncertainty import confidence_score, decision_confidence, get_strategy, uncertainty_for
+from model.uncertainty import AcquisitionFunction, get_strategy
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +135,97 @@ def validation_split(data: Collected, fraction: float) -> tuple[set[int], str]:
     return {t for t in ids if in_validation(t, fraction)}, "hash"
 
 
+@dataclass
+class Split:
+    """Model inputs of the labelled tasks: what trains, and the held-out validation split."""
+
+    train_x: list[Any] = field(default_factory=list)
+    train_y: list[list[str]] = field(default_factory=list)
+    val_x: list[Any] = field(default_factory=list)
+    val_y: list[list[str]] = field(default_factory=list)
+    val_ids: list[int] = field(default_factory=list)
+    validation_source: str = "none"
+
+
+def split_inputs(data: Collected, spec: ChoiceSpec, load_image: ImageLoader | None, fraction: float) -> Split:
+    """Read each labelled task's input (a bad one is skipped with its reason) and split off validation."""
+    held_out, source = validation_split(data, fraction)
+    out = Split(validation_source=source)
+    for task, labels in data.labelled:
+        try:
+            x = task_input(task, spec, load_image)
+        except BadInput as exc:
+            data.skipped.append({"task_id": task.get("id"), "reason": str(exc)})
+            continue
+        if int(task["id"]) in held_out:
+            out.val_ids.append(int(task["id"]))
+            out.val_x.append(x)
+            out.val_y.append(labels)
+        else:
+            out.train_x.append(x)
+            out.train_y.append(labels)
+    if not out.train_x:
+        raise TrainingError(
+            f"no labelled tasks to train on ({len(data.labelled)} labelled, {len(out.val_x)} held out "
+            f"for validation, {len(data.skipped)} skipped)"
+        )
+    return out
+
+
+@dataclass
+class Evaluation:
+    """The validation split's verdict on a fitted model (all None when nothing is held out)."""
+
+    accuracy: float | None = None
+    macro_f1: float | None = None
+    ece: float | None = None
+    thresholds: DifficultyThresholds = field(
+        default_factory=lambda: DifficultyThresholds(easy_below=0.2, hard_above=0.6, source="default"))
+
+    def thresholds_json(self) -> dict[str, Any]:
+        t = self.thresholds
+        return {"easy_below": t.easy_below, "hard_above": t.hard_above, "source": t.source}
+
+
+def evaluate_split(estimator: Any, strategy: AcquisitionFunction, spec: ChoiceSpec, split: Split,
+                   metrics: dict[str, Any]) -> Evaluation:
+    """Metrics, calibration error, difficulty thresholds and the auto-labelling rows, on validation.
+
+    Fills ``metrics`` (per class, confusion, the per-task rows auto-labelling picks thresholds from).
+    """
+    if not split.val_x:
+        return Evaluation()
+    val = score(estimator, strategy, split.val_x, multi_label=spec.multi_label)
+    report = evaluate(_targets(spec, split.val_y), _targets(spec, val.labels), list(spec.labels),
+                      multi_label=spec.multi_label)
+    metrics["per_class"] = report["per_class"]
+    metrics["confusion"] = report.get("confusion")
+    correct = np.array([set(p) == set(t) for p, t in zip(val.labels, split.val_y, strict=True)])
+    # What auto-labelling needs to pick a threshold for any target precision later, for this version.
+    metrics["validation"] = {
+        "task_ids": split.val_ids,
+        "confidence": [round(float(c), 6) for c in val.decision],
+        "correct": [int(c) for c in correct],
+    }
+    metrics["autolabel_curve"] = _curve_json(val.decision, correct)
+    return Evaluation(
+        accuracy=report["accuracy"],
+        macro_f1=report["macro_f1"],
+        ece=expected_calibration_error(val.probs, _truth(spec, split.val_y), multi_label=spec.multi_label),
+        thresholds=fit_thresholds(val.uncertainty, correct),
+    )
+
+
+@dataclass(frozen=True)
+class RoundResult:
+    """What a successful round records: iteration fields, the model bytes, and one row per pool task."""
+
+    fields: dict[str, Any]
+    artifact: bytes
+    artifact_name: str
+    score_rows: list[dict[str, Any]]
+
+
 class IterationRunner:
     """Runs one claimed iteration. Stateless between runs; shared by the server and the CLI."""
 
@@ -146,15 +245,16 @@ class IterationRunner:
         """Run and record the outcome. Never raises for a training failure: it is stored instead."""
         started = time.perf_counter()
         try:
-            fields, artifact, name, scores = self._train(iteration, still_owner)
+            result = self._train(iteration, still_owner)
         except Exception as exc:  # any failure ends this iteration, never the worker
             log.exception("iteration %s of project %s failed", iteration.version, iteration.project_id)
             self.store.fail_iteration(iteration.id, f"{type(exc).__name__}: {exc}")
             return
-        self.store.succeed_iteration(iteration.id, artifact=artifact, artifact_name=name, scores=scores, **fields)
+        self.store.succeed_iteration(iteration.id, artifact=result.artifact, artifact_name=result.artifact_name,
+                                     scores=result.score_rows, **result.fields)
         log.info(
             "project %s: published %s (%d labels, %.1fs)",
-            iteration.project_id, iteration.version, fields["labels_used"], time.perf_counter() - started,
+            iteration.project_id, iteration.version, result.fields["labels_used"], time.perf_counter() - started,
         )
         try:
             self.prune_versions(iteration.project_id)
@@ -184,139 +284,92 @@ class IterationRunner:
             log.info("project %s: deleted the predictions of %s from Label Studio", project_id, ", ".join(deleted))
         return deleted
 
-    def _train(self, iteration: Iteration, still_owner: Callable[[], bool]):  # type: ignore[no-untyped-def]
+    def _train(self, iteration: Iteration, still_owner: Callable[[], bool]) -> RoundResult:
+        """collect -> split -> fit -> evaluate -> score and order the pool -> stop? -> publish."""
         project = self.store.get_project(iteration.project_id)
         if project is None:
             raise TrainingError(f"project {iteration.project_id} is unknown")
         gateway = self.gateway_for(project)
-        config = project.label_config or gateway.label_config(project.id)
-        spec = parse_label_config(config)
+        spec = parse_label_config(project.label_config or gateway.label_config(project.id))
         load_image = ImageFetcher(gateway.url, gateway.auth_headers) if spec.modality == "image" else None
 
         data = collect(gateway.iter_tasks(project.id), spec)
-        held_out, validation_source = validation_split(data, project.validation_fraction)
-        train_x: list[Any] = []
-        train_y: list[list[str]] = []
-        val_x: list[Any] = []
-        val_y: list[list[str]] = []
-        val_ids: list[int] = []
-        for task, labels in data.labelled:
-            try:
-                x = task_input(task, spec, load_image)
-            except BadInput as exc:
-                data.skipped.append({"task_id": task.get("id"), "reason": str(exc)})
-                continue
-            if int(task["id"]) in held_out:
-                val_ids.append(int(task["id"]))
-                val_x.append(x)
-                val_y.append(labels)
-            else:
-                train_x.append(x)
-                train_y.append(labels)
-        if not train_x:
-            raise TrainingError(
-                f"no labelled tasks to train on ({len(data.labelled)} labelled, {len(val_x)} held out "
-                f"for validation, {len(data.skipped)} skipped)"
-            )
-
-        # The strategy decides the estimator kind: MC-dropout strategies need the torch MLP, committee
-        # strategies a bootstrapped committee, softmax ones the plain logistic model.
+        split = split_inputs(data, spec, load_image, project.validation_fraction)
         estimator = make_estimator(project.strategy, spec.modality, list(spec.labels), spec.multi_label,
                                    random_state=iteration.number, calibration=project.calibration)
         t0 = time.perf_counter()
-        estimator.fit(train_x, _targets(spec, train_y))
+        estimator.fit(split.train_x, _targets(spec, split.train_y))
         fit_seconds = time.perf_counter() - t0
 
         strategy = get_strategy(project.strategy)
-        metrics: dict[str, Any] = {"skipped": data.skipped[:100], "validation_source": validation_source}
-        calibration_used = str(getattr(estimator, "calibration_", "none"))
+        metrics: dict[str, Any] = {"skipped": data.skipped[:100], "validation_source": split.validation_source}
         if getattr(estimator, "calibration_reason_", None):
             metrics["calibration_reason"] = estimator.calibration_reason_
-        accuracy = macro_f1 = ece = None
-        thresholds = DifficultyThresholds(easy_below=0.2, hard_above=0.6, source="default")
-        if val_x:
-            val_probs, val_uncertainty = uncertainty_for(estimator, strategy, val_x, multi_label=spec.multi_label)
-            predicted = estimator.labels_from_proba(val_probs)
-            report = evaluate(_targets(spec, val_y), _targets(spec, predicted), list(spec.labels),
-                              multi_label=spec.multi_label)
-            accuracy, macro_f1 = report["accuracy"], report["macro_f1"]
-            metrics["per_class"] = report["per_class"]
-            metrics["confusion"] = report.get("confusion")
-            correct = np.array([set(p) == set(t) for p, t in zip(predicted, val_y, strict=True)])
-            thresholds = fit_thresholds(val_uncertainty, correct)
-            ece = expected_calibration_error(val_probs, _truth(spec, val_y), multi_label=spec.multi_label)
-            # What auto-labelling needs to pick a threshold for any target precision later, for this version.
-            val_confidence = decision_confidence(val_probs, multi_label=spec.multi_label)
-            metrics["validation"] = {
-                "task_ids": val_ids,
-                "confidence": [round(float(c), 6) for c in val_confidence],
-                "correct": [int(c) for c in correct],
-            }
-            metrics["autolabel_curve"] = _curve_json(val_confidence, correct)
+        evaluation = evaluate_split(estimator, strategy, spec, split, metrics)
 
-        queue = get_queue(project.queue)
-        pool_ids, pool_labels, uncertainty, features = self._score_pool(
-            estimator, strategy, spec, data, load_image, with_features=project.queue == "cluster"
-        )
-        confidence = confidence_score(uncertainty)
-        queued = queue.order(uncertainty, features=features, random_state=iteration.number)
-        scores = scores_for_order(confidence, queued.order)  # Label Studio serves ascending score
-        rank = np.empty(len(queued.order), dtype=int)
-        rank[queued.order] = np.arange(1, len(queued.order) + 1)
-        difficulty = bucket(uncertainty, thresholds.easy_below, thresholds.hard_above)
-        metrics["difficulty"] = {
-            "easy_below": thresholds.easy_below,
-            "hard_above": thresholds.hard_above,
-            "source": thresholds.source,
-            "counts": bucket_counts(difficulty),
-        }
-
-        kappa, stop_suggested = self._stopping(project, iteration, spec, pool_ids, pool_labels)
+        pool_ids, pool = self._score_pool(estimator, strategy, spec, data, load_image,
+                                          with_features=get_queue(project.queue).needs_features)
+        queued = order(project.queue, pool, random_state=iteration.number)
+        difficulty = bucket(pool.uncertainty, evaluation.thresholds.easy_below, evaluation.thresholds.hard_above)
+        metrics["difficulty"] = {**evaluation.thresholds_json(), "counts": bucket_counts(difficulty)}
+        kappa, stop_suggested = self._stopping(project, iteration, spec, pool_ids, pool.labels)
         metrics["stopping"] = {"threshold": project.stop_kappa, "window": project.stop_window,
                                "sample_size": min(len(pool_ids), STOP_SAMPLE)}
 
         artifact, name = self.models.save(project.id, iteration.version, estimator)
         predictions = [
             {"task": tid, **make_prediction(spec, labels, score, iteration.version)}
-            for tid, labels, score in zip(pool_ids, pool_labels, scores, strict=True)
+            for tid, labels, score in zip(pool_ids, pool.labels, queued.scores, strict=True)
         ]
-        gateway.import_predictions(project.id, predictions, self.push_batch_size)
-        if not still_owner():
-            raise TrainingError("lost the training lease before publishing (another worker took over)")
-        gateway.publish_version(project.id, iteration.version, project.set_sampling)
-
+        metrics["label_studio"] = self._publish(gateway, project, iteration, predictions, still_owner)
         score_rows = [
-            {
-                "task_id": tid,
-                "predicted": labels,
-                "score": float(s),
-                "uncertainty": float(u),
-                "difficulty": str(d),
-                "rank": int(r),
-            }
-            for tid, labels, s, u, d, r in zip(
-                pool_ids, pool_labels, scores, uncertainty, difficulty, rank, strict=True
-            )
+            {"task_id": tid, "predicted": labels, "score": float(s), "uncertainty": float(u),
+             "difficulty": str(d), "rank": int(r)}
+            for tid, labels, s, u, d, r in zip(pool_ids, pool.labels, queued.scores, pool.uncertainty, difficulty,
+                                                queued.rank, strict=True)
         ]
         fields = {
-            "labels_used": len(train_x) + len(val_x),
-            "n_train": len(train_x),
-            "n_validation": len(val_x),
+            "labels_used": len(split.train_x) + len(split.val_x),
+            "n_train": len(split.train_x),
+            "n_validation": len(split.val_x),
             "n_pool": len(pool_ids),
             "n_skipped": len(data.skipped),
             "strategy": project.strategy,
             "queue": project.queue,
-            "accuracy": accuracy,
-            "macro_f1": macro_f1,
+            "accuracy": evaluation.accuracy,
+            "macro_f1": evaluation.macro_f1,
             "metrics": metrics,
             "fit_seconds": fit_seconds,
-            "ece": ece,
-            "calibration": calibration_used,
+            "ece": evaluation.ece,
+            "calibration": str(getattr(estimator, "calibration_", "none")),
             "kappa": kappa,
-            "mean_uncertainty": mean_normalised_uncertainty(uncertainty) if len(uncertainty) else None,
+            "mean_uncertainty": mean_normalised_uncertainty(pool.uncertainty) if len(pool) else None,
             "stop_suggested": stop_suggested,
         }
-        return fields, artifact, name, score_rows
+        return RoundResult(fields=fields, artifact=artifact, artifact_name=name, score_rows=score_rows)
+
+    def _publish(self, gateway: LabelStudioGateway, project: Project, iteration: Iteration,
+                 predictions: list[dict[str, Any]], still_owner: Callable[[], bool]) -> dict[str, Any]:
+        """Push the pool's predictions, then point Label Studio at the version (while the lease is ours).
+
+        With nothing to push (every task labelled) Label Studio refuses a ``model_version`` that no
+        prediction carries: the version is then served by labelloop without being set in Label Studio,
+        and the history says so. Any other refusal fails the round.
+        """
+        if predictions:
+            gateway.import_predictions(project.id, predictions, self.push_batch_size)
+        if not still_owner():
+            raise TrainingError("lost the training lease before publishing (another worker took over)")
+        try:
+            gateway.publish_version(project.id, iteration.version, project.set_sampling)
+        except LabelStudioError as exc:
+            if predictions:
+                raise
+            log.warning("project %s: %s serves without being set in Label Studio (no unlabelled task to "
+                        "predict): %s", project.id, iteration.version, exc)
+            return {"pushed": 0, "version_set": False,
+                    "reason": f"no unlabelled task to predict; Label Studio refused the version: {exc}"}
+        return {"pushed": len(predictions), "version_set": True}
 
     def _stopping(self, project: Project, iteration: Iteration, spec: ChoiceSpec, pool_ids: list[int],
                   pool_labels: list[list[str]]) -> tuple[float | None, bool]:
@@ -343,40 +396,26 @@ class IterationRunner:
         suggested = StopRule(threshold=project.stop_kappa, window=project.stop_window).suggested([*history, kappa])
         return kappa, bool(suggested)
 
-    def _score_pool(self, estimator, strategy, spec, data: Collected, load_image,  # type: ignore[no-untyped-def]
-                    with_features: bool = False):
-        """Predict the unlabelled pool in chunks (bounded memory for image pools).
+    def _score_pool(self, estimator: Any, strategy: AcquisitionFunction, spec: ChoiceSpec, data: Collected,
+                    load_image: ImageLoader | None, with_features: bool = False) -> tuple[list[int], Scored]:
+        """Score the unlabelled pool in chunks (bounded memory for image pools); a bad task is skipped.
 
-        Features are only kept when the queue needs them (cluster-aware ordering).
+        Features are only computed when the queue needs them (cluster-aware ordering).
         """
         ids: list[int] = []
-        labels: list[list[str]] = []
-        uncertainty: list[np.ndarray] = []
-        features: list[Any] = []
-        for start in range(0, len(data.pool), SCORE_CHUNK):
-            chunk_ids: list[int] = []
-            chunk_x: list[Any] = []
-            for task in data.pool[start : start + SCORE_CHUNK]:
-                try:
-                    chunk_x.append(task_input(task, spec, load_image))
-                except BadInput as exc:
-                    data.skipped.append({"task_id": task.get("id"), "reason": str(exc)})
-                    continue
-                chunk_ids.append(int(task["id"]))
-            if not chunk_x:
-                continue
-            probs, chunk_uncertainty = uncertainty_for(estimator, strategy, chunk_x, multi_label=spec.multi_label)
-            ids.extend(chunk_ids)
-            labels.extend(estimator.labels_from_proba(probs))
-            uncertainty.append(chunk_uncertainty)
-            if with_features:
-                features.append(estimator.transform(chunk_x))
-        values = np.concatenate(uncertainty) if uncertainty else np.zeros(0)
-        return ids, labels, values, _stack(features) if with_features and features else None
 
+        def batches() -> Iterator[list[Any]]:
+            for start in range(0, len(data.pool), SCORE_CHUNK):
+                chunk_x: list[Any] = []
+                for task in data.pool[start : start + SCORE_CHUNK]:
+                    try:
+                        chunk_x.append(task_input(task, spec, load_image))
+                    except BadInput as exc:
+                        data.skipped.append({"task_id": task.get("id"), "reason": str(exc)})
+                        continue
+                    ids.append(int(task["id"]))
+                yield chunk_x
 
-def _stack(blocks: list[Any]) -> Any:
-    """Stack feature chunks, sparse (tf-idf) or dense (pixels)."""
-    import scipy.sparse as sp
-
-    return sp.vstack(blocks).tocsr() if sp.issparse(blocks[0]) else np.vstack(blocks)
+        scored = score_batches(estimator, strategy, batches(), multi_label=spec.multi_label,
+                               with_features=with_features)
+        return ids, scored

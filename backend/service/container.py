@@ -1,0 +1,91 @@
+"""The composition root: what the web app and the CLI share inside one process.
+
+Store, model cache, training scheduler, background jobs and Label Studio gateways are built here,
+once, from the process settings; routes and commands only call into it.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from backend.config import Settings
+from backend.labelstudio.gateway import LabelStudioGateway
+from backend.labelstudio.images import ImageFetcher
+from backend.service.access import Forbidden, same_secret
+from backend.service.autolabel import AutolabelRequest, run_autolabel
+from backend.service.scheduling import RecordedJobs, TrainingJobs
+from backend.service.training import IterationRunner
+from backend.store import Store
+from backend.store.artifacts import ModelStore
+from backend.store.schema import Project
+
+log = logging.getLogger("labelloop")
+
+# Label Studio gives /setup 3 s: a token check must leave room for the rest.
+TOKEN_CHECK_SECONDS = 2.0
+# Operators (people, scripts) prove themselves with this header when LABELLOOP_OPERATOR_TOKEN is set.
+OPERATOR_HEADER = "X-Labelloop-Operator-Token"
+
+
+class Services:
+    """What the routes share inside one process: store, model cache, jobs, Label Studio gateways."""
+
+    def __init__(self, settings: Settings, store: Store) -> None:
+        self.settings = settings
+        self.store = store
+        self.models = ModelStore(store, settings.model_dir)
+        self._gateways: dict[tuple[str, str], LabelStudioGateway] = {}
+        # Late-bound so tests (and future plug-ins) can swap how a project reaches Label Studio.
+        runner = IterationRunner(store, self.models, lambda p: self.gateway_for(p), settings.push_batch_size)
+        self.jobs = TrainingJobs(store, runner, settings.lease_seconds)
+        self.background = RecordedJobs(store)
+
+    def autolabel_work(self, request: AutolabelRequest):  # type: ignore[no-untyped-def]
+        """The auto-labelling run as a job body (``work(progress) -> outcome``)."""
+
+        def work(progress):  # type: ignore[no-untyped-def]
+            return run_autolabel(request, store=self.store, models=self.models,
+                                 gateway_for=lambda p: self.gateway_for(p),
+                                 push_batch_size=self.settings.push_batch_size, progress=progress)
+
+        return work
+
+    def gateway_for(self, project: Project) -> LabelStudioGateway:
+        url = self.settings.label_studio_url or project.label_studio_url or ""
+        key = self.settings.label_studio_api_key or project.label_studio_token or ""
+        gateway = self._gateways.get((url, key))
+        if gateway is None:
+            gateway = self._gateways[(url, key)] = LabelStudioGateway(url, key)
+        return gateway
+
+    def is_operator(self, headers: Any) -> bool:
+        return same_secret(headers.get(OPERATOR_HEADER), self.settings.operator_token)
+
+    def verify_token(self, url: str, token: str, project_id: int) -> bool:
+        """Whether the Label Studio at ``url`` accepts ``token`` for the project (a short read of it)."""
+        try:
+            LabelStudioGateway(url, token, timeout=TOKEN_CHECK_SECONDS).label_config(project_id)
+        except Exception as exc:  # refused, unreachable or malformed: not proven
+            log.warning("project %s: Label Studio at %s refused a /setup token: %s", project_id, url, exc)
+            return False
+        return True
+
+    def ensure_project(self, project_id: int, **fields: Any) -> Project:
+        """Create the project on first sight, within the cap on project rows; refresh it otherwise."""
+        if self.store.get_project(project_id) is None and self.store.count_projects() >= self.settings.max_projects:
+            raise Forbidden(f"this backend already serves {self.settings.max_projects} projects "
+                            "(LABELLOOP_MAX_PROJECTS): no new project rows", field="project")
+        return self.store.ensure_project(project_id, self.settings.policy, **fields)
+
+    def image_loader(self, project_id: int) -> ImageFetcher:
+        project = self.store.get_project(project_id)
+        if project is None:
+            return ImageFetcher(self.settings.label_studio_url)
+        try:
+            gateway = self.gateway_for(project)
+        except Exception:  # no Label Studio configured: data URIs and public URLs still work
+            return ImageFetcher(self.settings.label_studio_url)
+        return ImageFetcher(gateway.url, gateway.auth_headers)
+
+
