@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from model.calibration import CALIBRATIONS
-from model.uncertainty import STRATEGIES
+from model.uncertainty import STRATEGIES, get_strategy
 
 
 def _choices(field: str) -> list[str]:
@@ -25,19 +26,33 @@ def _choices(field: str) -> list[str]:
     return sorted(STRATEGIES) if field == "strategy" else list(CALIBRATIONS)
 
 
-class ProjectPolicy(BaseModel):
-    """Per-project knobs. Defaults come from the environment; `/setup` `extra_params` may override.
+#: Built-in model kinds; "auto" lets the strategy choose (MC-dropout strategies an MLP, committee
+#: strategies a committee, the rest logistic regression). Anything with a ":" names a factory.
+BUILTIN_MODELS = ("auto", "logreg", "mlp", "committee")
 
-    Unknown keys are refused so a typo in extra_params is reported instead of silently ignored.
+
+class ProjectPolicy(BaseModel):
+    """Per-project knobs, declared once: here. Stored as one JSON column; env defaults are LABELLOOP_<FIELD>.
+
+    Defaults come from the environment; `/setup` `extra_params` may override. Unknown keys are
+    refused so a typo in extra_params is reported instead of silently ignored.
     """
 
     model_config = ConfigDict(extra="forbid")
 
+    # Uncertainty: how the model's doubt about a task is measured (model/uncertainty.py).
     strategy: str = "margin"
     # How the scored pool becomes a queue (model/queue.py): greedy, explore, power, cluster.
     queue: str = "cluster"
+    # The estimator: a built-in kind, or bring your own: "path/to/file.py:factory" or "package.module:factory"
+    # returning a scikit-learn classifier (fit, predict_proba; optional transform, predict_proba_samples).
+    model: str = "auto"
+    # Types (besides scikit-learn, numpy, scipy) a bring-your-own model file may contain; loading refuses others.
+    # A bare class name means a class defined in the model's own file.
+    trusted_types: list[str] = Field(default_factory=list)
     retrain_every: int = Field(default=10, ge=1, description="train once this many new labels arrived")
-    retrain_interval_s: int = Field(default=0, ge=0, description="also train every T seconds (0 = off)")
+    retrain_interval_s: int = Field(default=0, ge=0, description="also train every T seconds (0 = off)",
+                                    json_schema_extra={"env": "LABELLOOP_RETRAIN_INTERVAL"})
     validation_fraction: float = Field(default=0.2, ge=0.0, lt=1.0)
     set_sampling: bool = True
     # Probability calibration fitted on out-of-fold training predictions (model/calibration.py).
@@ -57,6 +72,33 @@ class ProjectPolicy(BaseModel):
             raise ValueError(f"unknown {info.field_name} {value!r}; choose one of {choices}")
         return value
 
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, value: str, info: ValidationInfo) -> str:
+        """A built-in kind or a factory; "logreg" cannot serve a strategy that needs sampled probabilities."""
+        if value not in BUILTIN_MODELS and ":" not in value:
+            raise ValueError(f"unknown model {value!r}; choose one of {list(BUILTIN_MODELS)} or name a factory "
+                             "as 'path/to/file.py:function' or 'package.module:function'")
+        strategy = info.data.get("strategy")  # validated before this field (declaration order)
+        if value == "logreg" and strategy and get_strategy(strategy).model != "logreg":
+            raise ValueError(f"model 'logreg' gives one probability per class; strategy {strategy!r} needs "
+                             "sampled probabilities ('mlp' or 'committee', or 'auto')")
+        return value
+
+    @classmethod
+    def env_names(cls) -> dict[str, str]:
+        """Each field's environment variable: LABELLOOP_<FIELD> unless the field names another."""
+        names = {}
+        for name, info in cls.model_fields.items():
+            extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+            names[name] = str(extra.get("env") or f"LABELLOOP_{name.upper()}")
+        return names
+
+    @classmethod
+    def from_stored(cls, stored: dict[str, Any] | None) -> ProjectPolicy:
+        """A project's policy as stored; fields added since it was written take their defaults."""
+        return cls.model_validate(stored or {})
+
 
 class Settings(BaseModel):
     """Process-wide settings. Build with :meth:`from_env`; tests pass values directly."""
@@ -71,6 +113,9 @@ class Settings(BaseModel):
     # Sent by people and scripts in X-Labelloop-Operator-Token: needed for the operator routes
     # (/projects/..., /jobs/...) and to re-point a project to another Label Studio. Unset: routes open.
     operator_token: str | None = None
+    # Bring-your-own model factories a project may name in /setup extra_params (running a factory runs the
+    # user's code: the operator decides which). The environment's own LABELLOOP_MODEL is always allowed.
+    custom_models: list[str] = Field(default_factory=list)
     # New project rows stop here, so ids nobody uses cannot grow the database without bound.
     max_projects: int = Field(default=1000, ge=1)
     # How long a training lease lasts without a heartbeat: a crashed worker frees the project after this.
@@ -79,6 +124,11 @@ class Settings(BaseModel):
     tick_seconds: float = 5.0
     # Predictions pushed to Label Studio per API call.
     push_batch_size: int = 500
+
+    @property
+    def allowed_models(self) -> list[str]:
+        """Factories a project may use: the operator's list plus the environment's default model."""
+        return [*self.custom_models, self.policy.model]
 
     @property
     def resolved_database_url(self) -> str:
@@ -95,19 +145,10 @@ class Settings(BaseModel):
             value = env.get(name)
             return value if value not in (None, "") else None
 
-        env_names = {
-            "strategy": "LABELLOOP_STRATEGY",
-            "queue": "LABELLOOP_QUEUE",
-            "retrain_every": "LABELLOOP_RETRAIN_EVERY",
-            "retrain_interval_s": "LABELLOOP_RETRAIN_INTERVAL",
-            "validation_fraction": "LABELLOOP_VALIDATION_FRACTION",
-            "set_sampling": "LABELLOOP_SET_SAMPLING",
-            "calibration": "LABELLOOP_CALIBRATION",
-            "stop_kappa": "LABELLOOP_STOP_KAPPA",
-            "stop_window": "LABELLOOP_STOP_WINDOW",
-            "keep_versions": "LABELLOOP_KEEP_VERSIONS",
-        }
-        policy_raw = {key: get(name) for key, name in env_names.items() if get(name) is not None}
+        env_names = ProjectPolicy.env_names()
+        policy_raw: dict[str, Any] = {key: get(name) for key, name in env_names.items() if get(name) is not None}
+        if "trusted_types" in policy_raw:  # a comma-separated list in the environment
+            policy_raw["trusted_types"] = [t.strip() for t in str(policy_raw["trusted_types"]).split(",") if t.strip()]
         try:
             policy = ProjectPolicy.model_validate(policy_raw)
         except ValidationError as exc:
@@ -127,6 +168,8 @@ class Settings(BaseModel):
             raw["model_dir"] = Path(get("MODEL_DIR"))  # type: ignore[arg-type]
         if get("LABELLOOP_OPERATOR_TOKEN"):
             raw["operator_token"] = get("LABELLOOP_OPERATOR_TOKEN")
+        if get("LABELLOOP_CUSTOM_MODELS"):
+            raw["custom_models"] = [m.strip() for m in str(get("LABELLOOP_CUSTOM_MODELS")).split(",") if m.strip()]
         if get("LABELLOOP_MAX_PROJECTS"):
             raw["max_projects"] = get("LABELLOOP_MAX_PROJECTS")
         if get("LABELLOOP_LEASE_SECONDS"):

@@ -102,7 +102,7 @@ def _history(args: argparse.Namespace, settings: Settings) -> int:
     project = store.get_project(args.project)
     title = f"labelloop project {args.project}"
     if project is not None:
-        title += f" - serving {project.current_version or 'nothing yet'}, strategy {project.strategy}"
+        title += f" - serving {project.current_version or 'nothing yet'}, strategy {project.rules.strategy}"
     table = Table(title=title)
     for column in ("it", "version", "status", "trigger", "strategy", "labels", "train", "val", "pool", "accuracy",
                    "macro-F1", "ECE", "calib", "kappa", "stop?", "easy/med/hard", "fit s", "finished", "error"):

@@ -26,12 +26,12 @@ from backend.labelstudio.tasks import (
     pick_annotation,
     task_input,
 )
+from backend.service.models import build_estimator
 from backend.store import Store
 from backend.store.artifacts import ModelStore
 from backend.store.schema import Iteration, Project
 from model.calibration import expected_calibration_error
 from model.difficulty import DifficultyThresholds, bucket, bucket_counts, fit_thresholds
-from model.estimators import make_estimator
 from model.evaluation import evaluate
 from model.queue import get_queue
 from model.scoring import Scored, order, score, score_batches
@@ -270,11 +270,12 @@ class IterationRunner:
         a round whose clean-up failed is caught up next time without re-deleting the whole history).
         """
         project = self.store.get_project(project_id)
-        if project is None or project.keep_versions <= 0:
+        keep = project.rules.keep_versions if project is not None else 0
+        if keep <= 0:
             return []
         versions = self.store.versions(project_id)
         protected = self.store.autolabelled_versions(project_id)
-        stale = versions[max(0, len(versions) - project.keep_versions - PRUNE_LOOKBACK) : -project.keep_versions]
+        stale = versions[max(0, len(versions) - keep - PRUNE_LOOKBACK) : -keep]
         gateway = self.gateway_for(project)
         deleted = []
         for version in stale:
@@ -293,27 +294,27 @@ class IterationRunner:
         spec = parse_label_config(project.label_config or gateway.label_config(project.id))
         load_image = ImageFetcher(gateway.url, gateway.auth_headers) if spec.modality == "image" else None
 
+        policy = project.rules
         data = collect(gateway.iter_tasks(project.id), spec)
-        split = split_inputs(data, spec, load_image, project.validation_fraction)
-        estimator = make_estimator(project.strategy, spec.modality, list(spec.labels), spec.multi_label,
-                                   random_state=iteration.number, calibration=project.calibration)
+        split = split_inputs(data, spec, load_image, policy.validation_fraction)
+        estimator = build_estimator(policy, spec, random_state=iteration.number)
         t0 = time.perf_counter()
         estimator.fit(split.train_x, _targets(spec, split.train_y))
         fit_seconds = time.perf_counter() - t0
 
-        strategy = get_strategy(project.strategy)
+        strategy = get_strategy(policy.strategy)
         metrics: dict[str, Any] = {"skipped": data.skipped[:100], "validation_source": split.validation_source}
         if getattr(estimator, "calibration_reason_", None):
             metrics["calibration_reason"] = estimator.calibration_reason_
         evaluation = evaluate_split(estimator, strategy, spec, split, metrics)
 
         pool_ids, pool = self._score_pool(estimator, strategy, spec, data, load_image,
-                                          with_features=get_queue(project.queue).needs_features)
-        queued = order(project.queue, pool, random_state=iteration.number)
+                                          with_features=get_queue(policy.queue).needs_features)
+        queued = order(policy.queue, pool, random_state=iteration.number)
         difficulty = bucket(pool.uncertainty, evaluation.thresholds.easy_below, evaluation.thresholds.hard_above)
         metrics["difficulty"] = {**evaluation.thresholds_json(), "counts": bucket_counts(difficulty)}
         kappa, stop_suggested = self._stopping(project, iteration, spec, pool_ids, pool.labels)
-        metrics["stopping"] = {"threshold": project.stop_kappa, "window": project.stop_window,
+        metrics["stopping"] = {"threshold": policy.stop_kappa, "window": policy.stop_window,
                                "sample_size": min(len(pool_ids), STOP_SAMPLE)}
 
         artifact, name = self.models.save(project.id, iteration.version, estimator)
@@ -334,8 +335,8 @@ class IterationRunner:
             "n_validation": len(split.val_x),
             "n_pool": len(pool_ids),
             "n_skipped": len(data.skipped),
-            "strategy": project.strategy,
-            "queue": project.queue,
+            "strategy": policy.strategy,
+            "queue": policy.queue,
             "accuracy": evaluation.accuracy,
             "macro_f1": evaluation.macro_f1,
             "metrics": metrics,
@@ -361,7 +362,7 @@ class IterationRunner:
         if not still_owner():
             raise TrainingError("lost the training lease before publishing (another worker took over)")
         try:
-            gateway.publish_version(project.id, iteration.version, project.set_sampling)
+            gateway.publish_version(project.id, iteration.version, project.rules.set_sampling)
         except LabelStudioError as exc:
             if predictions:
                 raise
@@ -378,6 +379,7 @@ class IterationRunner:
         The sample is chosen by task-id hash, so the same tasks are compared round after round for as
         long as they stay unlabelled; the previous round's predictions come from its stored task scores.
         """
+        policy = project.rules
         previous = self.store.previous_succeeded(project.id, iteration.number)
         kappa = None
         if previous is not None and pool_ids:
@@ -392,8 +394,8 @@ class IterationRunner:
                     _targets(spec, prev_rows), _targets(spec, cur_rows), classes=list(spec.labels),
                     multi_label=spec.multi_label,
                 )
-        history = self.store.recent_kappas(project.id, iteration.number, project.stop_window - 1)
-        suggested = StopRule(threshold=project.stop_kappa, window=project.stop_window).suggested([*history, kappa])
+        history = self.store.recent_kappas(project.id, iteration.number, policy.stop_window - 1)
+        suggested = StopRule(threshold=policy.stop_kappa, window=policy.stop_window).suggested([*history, kappa])
         return kappa, bool(suggested)
 
     def _score_pool(self, estimator: Any, strategy: AcquisitionFunction, spec: ChoiceSpec, data: Collected,

@@ -10,7 +10,6 @@ Concurrency model (several gunicorn workers, several machines, one database):
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -66,6 +65,8 @@ class ServingState:
     iteration_id: int | None
     strategy: str
     retrain_every: int
+    model: str = "auto"
+    trusted_types: tuple[str, ...] = ()
 
 
 class Store:
@@ -106,17 +107,11 @@ class Store:
         with self.session() as s:
             project = s.get(Project, project_id)
             if project is None:
-                base = policy or defaults
-                project = Project(
-                    id=project_id,
-                    label_config=label_config or "",
-                    labels_since_iteration=0,
-                    **base.model_dump(),
-                )
+                project = Project(id=project_id, label_config=label_config or "", labels_since_iteration=0)
+                project.set_rules(policy or defaults)
                 s.add(project)
             elif policy is not None:
-                for key, value in policy.model_dump().items():
-                    setattr(project, key, value)
+                project.set_rules(policy)
             if label_config:
                 project.label_config = label_config
             if label_studio_url:
@@ -141,17 +136,14 @@ class Store:
     def serving_state(self, project_id: int) -> ServingState | None:
         with self.session() as s:
             row = s.execute(
-                select(
-                    Project.label_config,
-                    Project.current_version,
-                    Project.current_iteration_id,
-                    Project.strategy,
-                    Project.retrain_every,
-                ).where(Project.id == project_id)
+                select(Project.label_config, Project.current_version, Project.current_iteration_id, Project.policy)
+                .where(Project.id == project_id)
             ).first()
         if row is None:
             return None
-        return ServingState(project_id, *row)
+        rules = ProjectPolicy.from_stored(row.policy)
+        return ServingState(project_id, row.label_config, row.current_version, row.current_iteration_id,
+                            rules.strategy, rules.retrain_every, rules.model, tuple(rules.trusted_types))
 
     # -- events -------------------------------------------------------------------------------
     def record_event(
@@ -276,8 +268,9 @@ class Store:
             iteration.status = "running"
             iteration.started_at = utcnow()
             iteration.worker = owner
-            iteration.strategy = project.strategy
-            iteration.queue = project.queue
+            rules = project.rules
+            iteration.strategy = rules.strategy
+            iteration.queue = rules.queue
             project.labels_since_iteration = 0
             s.flush()
             return iteration
@@ -359,7 +352,7 @@ class Store:
                         {
                             "iteration_id": iteration_id,
                             "task_id": row["task_id"],
-                            "predicted": json.dumps(row["predicted"]),
+                            "predicted": row["predicted"],
                             "score": row["score"],
                             "uncertainty": row["uncertainty"],
                             "difficulty": row["difficulty"],
@@ -437,7 +430,7 @@ class Store:
                         TaskScore.iteration_id == iteration_id, TaskScore.task_id.in_(chunk)
                     )
                 ):
-                    out[int(task_id)] = json.loads(predicted)
+                    out[int(task_id)] = predicted
         return out
 
     # ------------------------------------------------------------------ background jobs

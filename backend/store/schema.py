@@ -24,6 +24,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from backend.config import ProjectPolicy
+
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
@@ -43,20 +45,11 @@ class Project(Base):
     # Where to reach Label Studio when the environment names none (from /setup's hostname/access_token).
     label_studio_url: Mapped[str | None] = mapped_column(String(500))
     label_studio_token: Mapped[str | None] = mapped_column(String(2000))
-    # Policy, defaulted from the environment, overridable through /setup extra_params.
-    strategy: Mapped[str] = mapped_column(String(50))
-    queue: Mapped[str] = mapped_column(String(50), default="greedy", server_default="greedy")
-    retrain_every: Mapped[int] = mapped_column(Integer)
+    # Policy (backend.config.ProjectPolicy, declared there once): defaulted from the environment,
+    # overridable through /setup extra_params. Read it through `rules`.
+    policy: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=dict)
+    # Mirrors policy["retrain_interval_s"]: the one knob SQL filters on (projects due by timer).
     retrain_interval_s: Mapped[int] = mapped_column(Integer, default=0)
-    validation_fraction: Mapped[float] = mapped_column(Float)
-    set_sampling: Mapped[bool] = mapped_column(Boolean, default=True)
-    # Probability calibration of the classifier (model/calibration.py): none, auto, temperature, ...
-    calibration: Mapped[str] = mapped_column(String(20), default="auto", server_default="auto")
-    # Stopping signal: suggest stopping once prediction-agreement kappa >= stop_kappa for stop_window rounds.
-    stop_kappa: Mapped[float] = mapped_column(Float, default=0.99, server_default="0.99")
-    stop_window: Mapped[int] = mapped_column(Integer, default=3, server_default="3")
-    # How many newest versions keep their predictions in Label Studio (0 = all).
-    keep_versions: Mapped[int] = mapped_column(Integer, default=2, server_default="2")
     # New labels since the last iteration started; compared with retrain_every.
     labels_since_iteration: Mapped[int] = mapped_column(Integer, default=0)
     # The version every worker serves; switched only after a whole iteration succeeded.
@@ -71,6 +64,15 @@ class Project(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
     iterations: Mapped[list[Iteration]] = relationship(back_populates="project", order_by="Iteration.number")
+
+    @property
+    def rules(self) -> ProjectPolicy:
+        """The validated policy (fields added since it was stored take their defaults)."""
+        return ProjectPolicy.from_stored(self.policy)
+
+    def set_rules(self, policy: ProjectPolicy) -> None:
+        self.policy = policy.model_dump()
+        self.retrain_interval_s = policy.retrain_interval_s
 
 
 class Event(Base):
@@ -144,7 +146,8 @@ class TaskScore(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     iteration_id: Mapped[int] = mapped_column(ForeignKey("iterations.id", ondelete="CASCADE"))
     task_id: Mapped[int] = mapped_column(Integer)
-    predicted: Mapped[str] = mapped_column(String(1000))  # JSON list of labels
+    # What the model predicted, as the task type writes it (Choices: a list of label names).
+    predicted: Mapped[Any] = mapped_column(JSON)
     score: Mapped[float] = mapped_column(Float)  # confidence pushed to Label Studio (lower = served first)
     uncertainty: Mapped[float] = mapped_column(Float)
     difficulty: Mapped[str] = mapped_column(String(10))

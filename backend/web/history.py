@@ -5,11 +5,8 @@ Guarded by LABELLOOP_OPERATOR_TOKEN when it is set (see web/app.py); Label Studi
 
 from __future__ import annotations
 
-import json
-
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from backend.config import ProjectPolicy
 from backend.labelstudio.tasks import BadInput
 from backend.service.autolabel import AutolabelError, AutolabelRequest
 from backend.service.container import Services
@@ -33,7 +30,7 @@ def iterations(project_id: int) -> tuple[Response, int] | Response:
     return jsonify(
         project=project_id,
         current_version=project.current_version,
-        policy=ProjectPolicy.model_validate(project, from_attributes=True).model_dump(),
+        policy=project.rules.model_dump(),
         iterations=[iteration_json(it, full=request.args.get("full") in ("1", "true"))
                     for it in store.iterations(project_id)],
     )
@@ -52,7 +49,7 @@ def iteration_scores(project_id: int, number: int) -> tuple[Response, int] | Res
         strategy=match[0].strategy,
         scores=[
             {"task_id": r.task_id, "rank": r.rank, "score": r.score, "uncertainty": r.uncertainty,
-             "difficulty": r.difficulty, "predicted": json.loads(r.predicted)}
+             "difficulty": r.difficulty, "predicted": r.predicted}
             for r in rows
         ],
     )

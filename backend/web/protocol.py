@@ -11,13 +11,14 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from backend.config import ProjectPolicy
 from backend.labelstudio.labelconfig import UnsupportedConfig, cached_spec
 from backend.labelstudio.tasks import BadInput, annotation_labels
 from backend.service.access import Forbidden, SetupRequest, authorize_setup
 from backend.service.container import Services
+from backend.service.models import check_custom_model
 from backend.service.predict import UNTRAINED, predict_tasks
 from backend.web.params import json_body, policy_from, project_id_from, str_or_none, trim
+from model.custom import FactoryError
 
 bp = Blueprint("protocol", __name__)
 
@@ -40,7 +41,7 @@ def health() -> Response:
 
 
 @bp.post("/setup")
-def setup() -> Response:
+def setup() -> tuple[Response, int] | Response:
     svc = services()
     body = json_body()
     project_id = project_id_from(body.get("project"), "project")
@@ -50,12 +51,16 @@ def setup() -> Response:
     cached_spec(schema)  # refuse unsupported configs now, with the tag named
     policy = policy_from(body.get("extra_params"), svc.settings.policy)
     project = svc.store.get_project(project_id)
+    if policy is not None and (project is None or project.rules.model != policy.model):
+        try:  # a bring-your-own model is refused now, not at the first round
+            check_custom_model(policy, svc.settings.allowed_models)
+        except FactoryError as exc:
+            return jsonify(error=str(exc), field="extra_params.model"), 422
     ask = SetupRequest(
         project_id=project_id,
         hostname=str_or_none(body.get("hostname")),
         token=str_or_none(body.get("access_token")),
-        changes_policy=bool(project and policy
-                            and ProjectPolicy.model_validate(project, from_attributes=True) != policy),
+        changes_policy=bool(project and policy and project.rules != policy),
         changes_schema=bool(project and project.label_config and project.label_config != schema),
         operator=svc.is_operator(request.headers),
     )

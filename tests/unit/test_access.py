@@ -76,11 +76,11 @@ def test_policy_and_schema_change_only_with_proof(open_app) -> None:
     assert resp.status_code == 403 and resp.get_json()["field"] == "extra_params"
     resp = setup(client, token="guess", extra_params={"strategy": "entropy"})
     assert resp.status_code == 403 and resp.get_json()["field"] == "access_token"
-    assert services.store.get_project(7).strategy == "margin"
+    assert services.store.get_project(7).rules.strategy == "margin"
     assert checks == [(LS, "guess", 7)]  # the unknown token was checked with Label Studio, once
     # Label Studio itself sends the stored token: accepted without a round trip.
     assert setup(client, extra_params={"strategy": "entropy"}).status_code == 200
-    assert services.store.get_project(7).strategy == "entropy"
+    assert services.store.get_project(7).rules.strategy == "entropy"
     resp = client.post("/setup", json={"project": "7.1", "schema": OTHER_CONFIG})
     assert resp.status_code == 403 and resp.get_json()["field"] == "schema"
     assert services.store.get_project(7).label_config == CONFIG

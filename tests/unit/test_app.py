@@ -145,7 +145,7 @@ def test_setup_extra_params_set_policy_and_bad_ones_are_named(app_env) -> None:
     client, services, _ = app_env
     assert setup_project(client, extra_params='{"strategy": "entropy", "retrain_every": 5}').status_code == 200
     project = services.store.get_project(1)
-    assert (project.strategy, project.retrain_every) == ("entropy", 5)
+    assert (project.rules.strategy, project.rules.retrain_every) == ("entropy", 5)
     resp = setup_project(client, extra_params={"strategy": "vibes"})
     assert resp.status_code == 400 and resp.get_json()["field"] == "extra_params.strategy"
     resp = setup_project(client, extra_params={"retrain_evry": 5})

@@ -35,6 +35,43 @@ def test_migrations_match_the_models(store: Store) -> None:
     assert diff == []
 
 
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_upgrade_to_0004_keeps_policy_and_predictions(request, tmp_path, database) -> None:
+    """A database written before policy and predictions became JSON keeps both through the upgrade."""
+    import sqlalchemy as sa
+    from alembic import command
+    from alembic.config import Config
+
+    from backend.store.db import MIGRATIONS
+
+    url = f"sqlite:///{tmp_path / 'old.sqlite3'}" if database == "sqlite" else request.getfixturevalue("postgres_url")
+    old = Store(url)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    with old.engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0003")
+        conn.execute(sa.text(
+            "INSERT INTO projects (id, label_config, strategy, queue, retrain_every, retrain_interval_s, "
+            "validation_fraction, set_sampling, calibration, stop_kappa, stop_window, keep_versions, "
+            "labels_since_iteration, created_at, updated_at) VALUES (5, '<View/>', 'entropy', 'greedy', 7, 30, "
+            "0.1, FALSE, 'none', 0.95, 4, 3, 2, '2026-11-30 00:00:00', '2026-11-30 00:00:00')"))
+        conn.execute(sa.text(
+            "INSERT INTO iterations (id, project_id, number, version, status, trigger, queued_at) "
+            "VALUES (1, 5, 1, 'it-1', 'succeeded', 'labels', '2026-11-30 00:00:00')"))
+        conn.execute(sa.text(
+            "INSERT INTO task_scores (iteration_id, task_id, predicted, score, uncertainty, difficulty, rank) "
+            "VALUES (1, 42, '[\"pos\", \"neg\"]', 0.4, 0.6, 'hard', 1)"))
+    old.upgrade()
+    rules = old.get_project(5).rules
+    assert (rules.strategy, rules.queue, rules.retrain_every, rules.retrain_interval_s) == ("entropy", "greedy", 7, 30)
+    assert (rules.validation_fraction, rules.set_sampling, rules.calibration) == (0.1, False, "none")
+    assert (rules.stop_kappa, rules.stop_window, rules.keep_versions, rules.model) == (0.95, 4, 3, "auto")
+    assert old.predictions_of(1, [42]) == {42: ["pos", "neg"]}
+    assert old.projects_due_by_timer(now=utcnow() + timedelta(days=1)) == [5]  # retrain_interval_s kept as a column
+    old.dispose()
+
+
 def test_events_count_labels_and_survive_a_new_store(store: Store) -> None:
     store.ensure_project(7, POLICY, label_config="<View/>")
     assert store.record_event(7, "ANNOTATION_CREATED", annotation_id=1, task_id=2, n_labels=1) == 1
