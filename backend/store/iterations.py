@@ -1,0 +1,265 @@
+"""Training rounds: the queue (triggers fold into one run), the lease, the version switch, the history."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, insert, or_, select, update
+
+from backend.store.base import Database, as_utc
+from backend.store.schema import Artifact, Iteration, Project, TaskScore, utcnow
+
+
+class IterationStore(Database):
+    # -- iterations ---------------------------------------------------------------------------
+    def request_training(self, project_id: int, trigger: str) -> Iteration:
+        """Queue an iteration, or return the one already queued (triggers fold into one run)."""
+        with self.session() as s:
+            # Touch the project row first: on PostgreSQL this row lock serialises concurrent
+            # requesters, on SQLite the write lock does, so two workers never queue two runs.
+            s.execute(update(Project).where(Project.id == project_id).values(updated_at=utcnow()))
+            queued = s.scalar(
+                select(Iteration).where(Iteration.project_id == project_id, Iteration.status == "queued")
+            )
+            if queued is not None:
+                return queued
+            last = s.scalar(select(func.max(Iteration.number)).where(Iteration.project_id == project_id)) or 0
+            iteration = Iteration(
+                project_id=project_id,
+                number=last + 1,
+                version=f"it-{last + 1}",
+                status="queued",
+                trigger=trigger,
+                queued_at=utcnow(),
+            )
+            s.add(iteration)
+            s.flush()
+            return iteration
+
+    def acquire_lease(self, project_id: int, owner: str, seconds: float) -> bool:
+        """Take the project's training lease if free, expired, or already ours."""
+        now = utcnow()
+        with self.session() as s:
+            result = s.execute(
+                update(Project)
+                .where(
+                    Project.id == project_id,
+                    or_(
+                        Project.lease_owner.is_(None),
+                        Project.lease_expires_at < now,
+                        Project.lease_owner == owner,
+                    ),
+                )
+                .values(lease_owner=owner, lease_expires_at=now + timedelta(seconds=seconds))
+            )
+            if result.rowcount != 1:
+                return False
+            # Whoever ran before us is gone (or we would not hold the lease): its run cannot finish.
+            s.execute(
+                update(Iteration)
+                .where(Iteration.project_id == project_id, Iteration.status == "running")
+                .values(status="failed", finished_at=now, error="worker lost: its training lease expired")
+            )
+            return True
+
+    def renew_lease(self, project_id: int, owner: str, seconds: float) -> bool:
+        with self.session() as s:
+            result = s.execute(
+                update(Project)
+                .where(Project.id == project_id, Project.lease_owner == owner)
+                .values(lease_expires_at=utcnow() + timedelta(seconds=seconds))
+            )
+            return result.rowcount == 1
+
+    def release_lease(self, project_id: int, owner: str) -> None:
+        with self.session() as s:
+            s.execute(
+                update(Project)
+                .where(Project.id == project_id, Project.lease_owner == owner)
+                .values(lease_owner=None, lease_expires_at=None)
+            )
+
+    def start_next_queued(self, project_id: int, owner: str) -> Iteration | None:
+        """Mark the oldest queued iteration running (caller holds the lease); reset the label counter."""
+        with self.session() as s:
+            iteration = s.scalar(
+                select(Iteration)
+                .where(Iteration.project_id == project_id, Iteration.status == "queued")
+                .order_by(Iteration.number)
+                .limit(1)
+            )
+            if iteration is None:
+                return None
+            project = s.get(Project, project_id)
+            assert project is not None
+            iteration.status = "running"
+            iteration.started_at = utcnow()
+            iteration.worker = owner
+            rules = project.rules
+            iteration.strategy = rules.strategy
+            iteration.queue = rules.queue
+            project.labels_since_iteration = 0
+            s.flush()
+            return iteration
+
+    def has_queued(self, project_id: int) -> bool:
+        with self.session() as s:
+            return (
+                s.scalar(
+                    select(func.count(Iteration.id)).where(
+                        Iteration.project_id == project_id, Iteration.status == "queued"
+                    )
+                )
+                or 0
+            ) > 0
+
+    def projects_with_queued(self) -> list[int]:
+        with self.session() as s:
+            return list(
+                s.scalars(select(Iteration.project_id).where(Iteration.status == "queued").distinct())
+            )
+
+    def projects_due_by_timer(self, now: datetime | None = None) -> list[int]:
+        """Projects with a timer whose last run is older than the interval and that have new labels."""
+        now = now or utcnow()
+        due: list[int] = []
+        with self.session() as s:
+            rows = s.execute(
+                select(Project.id, Project.retrain_interval_s).where(
+                    Project.retrain_interval_s > 0, Project.labels_since_iteration > 0
+                )
+            ).all()
+            for project_id, interval in rows:
+                last = s.scalar(
+                    select(func.max(Iteration.queued_at)).where(Iteration.project_id == project_id)
+                )
+                last = as_utc(last)
+                if last is None or now - last >= timedelta(seconds=interval):
+                    due.append(project_id)
+        return due
+
+    def fail_iteration(self, iteration_id: int, error: str) -> None:
+        with self.session() as s:
+            s.execute(
+                update(Iteration)
+                .where(Iteration.id == iteration_id)
+                .values(status="failed", error=error[:10000], finished_at=utcnow())
+            )
+
+    def succeed_iteration(
+        self,
+        iteration_id: int,
+        *,
+        artifact: bytes,
+        artifact_name: str,
+        scores: Sequence[dict[str, Any]],
+        **fields: Any,
+    ) -> None:
+        """Record results and publish the version, all in one transaction (all or nothing)."""
+        with self.session() as s:
+            iteration = s.get(Iteration, iteration_id)
+            assert iteration is not None
+            for key, value in fields.items():
+                setattr(iteration, key, value)
+            iteration.artifact = artifact_name
+            iteration.status = "succeeded"
+            iteration.finished_at = utcnow()
+            s.add(
+                Artifact(
+                    iteration_id=iteration_id,
+                    sha256=hashlib.sha256(artifact).hexdigest(),
+                    size=len(artifact),
+                    data=artifact,
+                )
+            )
+            if scores:
+                s.execute(
+                    insert(TaskScore),
+                    [
+                        {
+                            "iteration_id": iteration_id,
+                            "task_id": row["task_id"],
+                            "predicted": row["predicted"],
+                            "score": row["score"],
+                            "uncertainty": row["uncertainty"],
+                            "difficulty": row["difficulty"],
+                            "rank": row["rank"],
+                        }
+                        for row in scores
+                    ],
+                )
+            s.execute(
+                update(Project)
+                .where(Project.id == iteration.project_id)
+                .values(current_version=iteration.version, current_iteration_id=iteration_id)
+            )
+
+    def iterations(self, project_id: int) -> list[Iteration]:
+        with self.session() as s:
+            return list(
+                s.scalars(select(Iteration).where(Iteration.project_id == project_id).order_by(Iteration.number))
+            )
+
+    def get_iteration(self, iteration_id: int) -> Iteration | None:
+        with self.session() as s:
+            return s.get(Iteration, iteration_id)
+
+    def task_scores(self, iteration_id: int) -> list[TaskScore]:
+        with self.session() as s:
+            return list(
+                s.scalars(select(TaskScore).where(TaskScore.iteration_id == iteration_id).order_by(TaskScore.rank))
+            )
+
+    def artifact(self, iteration_id: int) -> Artifact | None:
+        with self.session() as s:
+            return s.get(Artifact, iteration_id)
+
+    def versions(self, project_id: int | None = None) -> list[str]:
+        with self.session() as s:
+            query = select(Iteration.version).where(Iteration.status == "succeeded").order_by(Iteration.id)
+            if project_id is not None:
+                query = query.where(Iteration.project_id == project_id)
+            return list(s.scalars(query))
+
+    # ------------------------------------------------------------------ trust and stopping
+
+    def previous_succeeded(self, project_id: int, before_number: int) -> Iteration | None:
+        """The newest succeeded iteration numbered below ``before_number`` (what the pool is compared with)."""
+        with self.session() as s:
+            return s.scalars(
+                select(Iteration)
+                .where(Iteration.project_id == project_id, Iteration.status == "succeeded",
+                       Iteration.number < before_number)
+                .order_by(Iteration.number.desc())
+                .limit(1)
+            ).first()
+
+    def recent_kappas(self, project_id: int, before_number: int, limit: int) -> list[float | None]:
+        """Kappa of the last ``limit`` succeeded iterations before ``before_number``, oldest first."""
+        with self.session() as s:
+            rows = s.scalars(
+                select(Iteration.kappa)
+                .where(Iteration.project_id == project_id, Iteration.status == "succeeded",
+                       Iteration.number < before_number)
+                .order_by(Iteration.number.desc())
+                .limit(limit)
+            ).all()
+        return list(reversed(rows))
+
+    def predictions_of(self, iteration_id: int, task_ids: Sequence[int]) -> dict[int, list[str]]:
+        """What an iteration predicted for the given tasks (those it scored), by task id."""
+        out: dict[int, list[str]] = {}
+        with self.session() as s:
+            for start in range(0, len(task_ids), 900):  # stay under SQLite's bound-parameter limit
+                chunk = list(task_ids[start : start + 900])
+                for task_id, predicted in s.execute(
+                    select(TaskScore.task_id, TaskScore.predicted).where(
+                        TaskScore.iteration_id == iteration_id, TaskScore.task_id.in_(chunk)
+                    )
+                ):
+                    out[int(task_id)] = predicted
+        return out
+

@@ -1,0 +1,121 @@
+"""Projects and their events: connection, policy, the label counter, what /predict needs per request."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select, update
+
+from backend.config import ProjectPolicy
+from backend.store.base import Database
+from backend.store.schema import Event, Project
+
+
+@dataclass(frozen=True)
+class ServingState:
+    """What /predict needs per request, read in one small query."""
+
+    project_id: int
+    label_config: str
+    version: str | None
+    iteration_id: int | None
+    strategy: str
+    retrain_every: int
+    model: str = "auto"
+    trusted_types: tuple[str, ...] = ()
+
+
+class ProjectStore(Database):
+    # -- projects -----------------------------------------------------------------------------
+    def ensure_project(
+        self,
+        project_id: int,
+        defaults: ProjectPolicy,
+        *,
+        label_config: str | None = None,
+        label_studio_url: str | None = None,
+        label_studio_token: str | None = None,
+        policy: ProjectPolicy | None = None,
+    ) -> Project:
+        """Create the project on first sight; refresh config/connection/policy when given."""
+        with self.session() as s:
+            project = s.get(Project, project_id)
+            if project is None:
+                project = Project(id=project_id, label_config=label_config or "", labels_since_iteration=0)
+                project.set_rules(policy or defaults)
+                s.add(project)
+            elif policy is not None:
+                project.set_rules(policy)
+            if label_config:
+                project.label_config = label_config
+            if label_studio_url:
+                project.label_studio_url = label_studio_url
+            if label_studio_token:
+                project.label_studio_token = label_studio_token
+            s.flush()
+            return project
+
+    def get_project(self, project_id: int) -> Project | None:
+        with self.session() as s:
+            return s.get(Project, project_id)
+
+    def count_projects(self) -> int:
+        with self.session() as s:
+            return s.scalar(select(func.count()).select_from(Project)) or 0
+
+    def list_projects(self) -> list[Project]:
+        with self.session() as s:
+            return list(s.scalars(select(Project).order_by(Project.id)))
+
+    def serving_state(self, project_id: int) -> ServingState | None:
+        with self.session() as s:
+            row = s.execute(
+                select(Project.label_config, Project.current_version, Project.current_iteration_id, Project.policy)
+                .where(Project.id == project_id)
+            ).first()
+        if row is None:
+            return None
+        rules = ProjectPolicy.from_stored(row.policy)
+        return ServingState(project_id, row.label_config, row.current_version, row.current_iteration_id,
+                            rules.strategy, rules.retrain_every, rules.model, tuple(rules.trusted_types))
+
+    # -- events -------------------------------------------------------------------------------
+    def record_event(
+        self,
+        project_id: int | None,
+        action: str,
+        *,
+        annotation_id: int | None = None,
+        task_id: int | None = None,
+        n_labels: int = 0,
+        payload: dict[str, Any] | None = None,
+        error: str | None = None,
+    ) -> int:
+        """Store the event and add its labels to the project's counter. Returns the new counter."""
+        with self.session() as s:
+            s.add(
+                Event(
+                    project_id=project_id,
+                    action=action,
+                    annotation_id=annotation_id,
+                    task_id=task_id,
+                    n_labels=n_labels,
+                    payload=payload,
+                    error=error,
+                )
+            )
+            if project_id is None:
+                return 0
+            if n_labels:
+                s.execute(
+                    update(Project)
+                    .where(Project.id == project_id)
+                    .values(labels_since_iteration=Project.labels_since_iteration + n_labels)
+                )
+            return s.scalar(select(Project.labels_since_iteration).where(Project.id == project_id)) or 0
+
+    def events(self, project_id: int) -> list[Event]:
+        with self.session() as s:
+            return list(s.scalars(select(Event).where(Event.project_id == project_id).order_by(Event.id)))
+
