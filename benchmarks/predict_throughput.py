@@ -28,7 +28,6 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from backend.labelstudio.labelconfig import parse_label_config  # noqa: E402
-from backend.labelstudio.tasks import make_prediction  # noqa: E402
 from backend.store import Store  # noqa: E402
 from model import persistence  # noqa: E402
 from model.scoring import score  # noqa: E402
@@ -108,7 +107,7 @@ def raw_throughput(estimator, texts: list[str], batch: int, min_seconds: float) 
     done, start, i = 0, time.perf_counter(), 0
     while time.perf_counter() - start < min_seconds or i < 3:
         scored = score(estimator, strategy, batches[i % len(batches)])
-        [make_prediction(spec, lab, s, "it-1") for lab, s in zip(scored.labels, scored.confidence, strict=True)]
+        [spec.prediction(lab, s, "it-1") for lab, s in zip(scored.labels, scored.confidence, strict=True)]
         done += batch
         i += 1
     return done / (time.perf_counter() - start)

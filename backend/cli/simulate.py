@@ -177,14 +177,14 @@ def dataset_from_records(name: str, records: Sequence[dict[str, Any]], modality:
 
 
 def infer_choice_spec(tasks: Sequence[dict[str, Any]], modality: str | None = None) -> Any:
-    """A :class:`backend.labelconfig.ChoiceSpec` guessed from an export's annotations (no config given).
+    """A :class:`backend.labelstudio.tasktypes.ChoicesTask` guessed from an export's annotations (no config given).
 
     The ``choices`` results name the control (``from_name``) and its object (``to_name``); the
     labels are every choice that occurs; the data field is the one named like ``to_name``, or the
     tasks' only field; images are recognised by data URIs, URLs / paths with an image extension
     and Label Studio's ``/data/`` paths. Anything ambiguous asks for ``--label-config``.
     """
-    from backend.labelstudio.labelconfig import ChoiceSpec
+    from backend.labelstudio.tasktypes import ChoicesTask
 
     controls: dict[tuple[str, str], set[str]] = {}
     multi = False
@@ -221,7 +221,7 @@ def infer_choice_spec(tasks: Sequence[dict[str, Any]], modality: str | None = No
     if modality is None:
         values = [str((t.get("data") or {}).get(data_key, "")) for t in tasks[:50]]
         modality = "image" if values and all(_looks_like_image(v) for v in values) else "text"
-    return ChoiceSpec(from_name=from_name, to_name=to_name, data_key=data_key, modality=modality,
+    return ChoicesTask(from_name=from_name, to_name=to_name, data_key=data_key, modality=modality,
                       labels=tuple(sorted(labels)), multi_label=False)
 
 

@@ -1,37 +1,28 @@
-"""Turn a Label Studio label config (XML) into the one thing the model needs: a `ChoiceSpec`.
+"""Turn a Label Studio label config (XML) into the task type the model serves.
 
-labelloop serves classification: exactly one `Choices` control (single or `choice="multiple"`) over
-one `Text` or `Image` object. Anything else is refused up front, at `/setup`, with the tag named, so
-a user finds out when connecting the backend rather than after the first training round.
+Each control tag with a registered task type (labelstudio/tasktypes/: `Choices` today) over one
+`Text` or `Image` object is served; anything else is refused up front, at `/setup`, with the tag
+named, so a user finds out when connecting the backend rather than after the first training round.
 """
 
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
 
 from label_studio_sdk.label_interface import LabelInterface
 
+from backend.labelstudio.tasktypes import TASK_TYPES, ChoicesTask, TaskType, UnsupportedConfig
+
 SUPPORTED = "one <Choices> control (single or choice=\"multiple\") over a <Text> or <Image> object"
+OBJECT_TAGS = ("Text", "Image")
+
+#: The classification task type under its earlier name.
+ChoiceSpec = ChoicesTask
+
+__all__ = ["SUPPORTED", "ChoiceSpec", "TaskType", "UnsupportedConfig", "cached_spec", "parse_label_config"]
 
 
-class UnsupportedConfig(ValueError):
-    """The label config has a shape labelloop does not serve; the message names the tag."""
-
-
-@dataclass(frozen=True)
-class ChoiceSpec:
-    """What a prediction must look like and where a task keeps its input."""
-
-    from_name: str
-    to_name: str
-    data_key: str
-    modality: str  # "text" or "image"
-    labels: tuple[str, ...]
-    multi_label: bool
-
-
-def parse_label_config(config_xml: str) -> ChoiceSpec:
+def parse_label_config(config_xml: str) -> TaskType:
     """Parse and validate; raises UnsupportedConfig (a ValueError) with a message naming the tag."""
     if not config_xml or not config_xml.strip():
         raise UnsupportedConfig("label config is empty; expected " + SUPPORTED)
@@ -40,46 +31,34 @@ def parse_label_config(config_xml: str) -> ChoiceSpec:
     except Exception as exc:  # the SDK raises its own XML/validation exception types
         raise UnsupportedConfig(f"label config is not valid XML: {exc}") from exc
 
-    choices = [c for c in interface.controls if c.tag == "Choices"]
-    others = [c for c in interface.controls if c.tag != "Choices"]
+    served = [c for c in interface.controls if c.tag in TASK_TYPES]
+    others = [c for c in interface.controls if c.tag not in TASK_TYPES]
     if others:
         tags = ", ".join(f"<{c.tag} name=\"{c.name}\">" for c in others)
         raise UnsupportedConfig(f"unsupported control tag {tags}; labelloop serves {SUPPORTED}")
-    if len(choices) != 1:
-        found = ", ".join(f"<Choices name=\"{c.name}\">" for c in choices) or "none"
+    if len(served) != 1:
+        found = ", ".join(f"<{c.tag} name=\"{c.name}\">" for c in served) or "none"
         raise UnsupportedConfig(f"expected exactly one <Choices> control, found {found}; labelloop serves {SUPPORTED}")
-    control = choices[0]
+    control = served[0]
     if len(control.to_name) != 1:
         raise UnsupportedConfig(
-            f"<Choices name=\"{control.name}\"> must point at one object (toName), got {control.to_name}"
+            f"<{control.tag} name=\"{control.name}\"> must point at one object (toName), got {control.to_name}"
         )
     obj = interface.get_object(control.to_name[0])
     if obj is None:
-        raise UnsupportedConfig(f"<Choices name=\"{control.name}\"> points at unknown object {control.to_name[0]!r}")
-    if obj.tag not in ("Text", "Image"):
+        raise UnsupportedConfig(f"<{control.tag} name=\"{control.name}\"> points at unknown object "
+                                f"{control.to_name[0]!r}")
+    if obj.tag not in OBJECT_TAGS:
         raise UnsupportedConfig(
-            f"unsupported object tag <{obj.tag} name=\"{obj.name}\"> under <Choices name=\"{control.name}\">; "
+            f"unsupported object tag <{obj.tag} name=\"{obj.name}\"> under <{control.tag} name=\"{control.name}\">; "
             f"labelloop serves {SUPPORTED}"
         )
-    data_key = obj.value_name
-    if not data_key:
+    if not obj.value_name:
         raise UnsupportedConfig(f"<{obj.tag} name=\"{obj.name}\"> needs value=\"$field\" naming a task data field")
-    labels = tuple(control.labels)
-    if len(labels) < 2 and not control.is_multiple_choice:
-        raise UnsupportedConfig(f"<Choices name=\"{control.name}\"> needs at least 2 <Choice> values")
-    if not labels:
-        raise UnsupportedConfig(f"<Choices name=\"{control.name}\"> has no <Choice> values")
-    return ChoiceSpec(
-        from_name=control.name,
-        to_name=obj.name,
-        data_key=data_key,
-        modality="text" if obj.tag == "Text" else "image",
-        labels=labels,
-        multi_label=bool(control.is_multiple_choice),
-    )
+    return TASK_TYPES[control.tag].from_control(control, obj)
 
 
 @functools.lru_cache(maxsize=64)
-def cached_spec(config_xml: str) -> ChoiceSpec:
+def cached_spec(config_xml: str) -> TaskType:
     """Label configs repeat on every request; parse each distinct one once per process."""
     return parse_label_config(config_xml)

@@ -1,31 +1,28 @@
 """Label Studio task / annotation / prediction JSON <-> the plain values the model consumes.
 
-This is the only module that knows where a task keeps its text or image and how a `choices` result
-looks; everything past it sees lists of strings and arrays.
+Where a task keeps its input (text, image) and which annotation counts; what a control's result means
+is its task type's business (labelstudio/tasktypes/).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from backend.labelstudio.labelconfig import ChoiceSpec
+from backend.errors import BadInput
 
+if TYPE_CHECKING:
+    from backend.labelstudio.tasktypes import TaskType
 
-class BadInput(ValueError):
-    """Client data the backend cannot use. `field` names the offending JSON path (for the 4xx body)."""
-
-    def __init__(self, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.field = field
+__all__ = ["BadInput", "ImageLoader", "pick_annotation", "task_input", "task_inputs"]
 
 
 ImageLoader = Callable[[str], np.ndarray]
 
 
-def task_input(task: dict[str, Any], spec: ChoiceSpec, load_image: ImageLoader | None,
+def task_input(task: dict[str, Any], spec: TaskType, load_image: ImageLoader | None,
                where: str = "task") -> str | np.ndarray:
     """The model input of one task: its text, or its decoded image."""
     data = task.get("data")
@@ -55,7 +52,7 @@ def task_input(task: dict[str, Any], spec: ChoiceSpec, load_image: ImageLoader |
         raise BadInput(str(exc), field=field) from exc
 
 
-def task_inputs(tasks: Sequence[dict[str, Any]], spec: ChoiceSpec, load_image: ImageLoader | None,
+def task_inputs(tasks: Sequence[dict[str, Any]], spec: TaskType, load_image: ImageLoader | None,
                 where: str = "tasks") -> list[str | np.ndarray]:
     return [task_input(t, spec, load_image, where=f"{where}[{i}]") for i, t in enumerate(tasks)]
 
@@ -71,49 +68,3 @@ def pick_annotation(annotations: Sequence[dict[str, Any]]) -> dict[str, Any] | N
         return (bool(a.get("ground_truth")), stamp, int(a.get("id") or 0))
 
     return max(usable, key=key)
-
-
-def annotation_labels(annotation: dict[str, Any], spec: ChoiceSpec, where: str = "annotation") -> list[str] | None:
-    """The choices an annotation gives for our control; None when it has no result for it.
-
-    A label that is not in the config raises BadInput naming the field: it is a config/data
-    mismatch the user must see, never something to train on silently.
-    """
-    results = annotation.get("result") or []
-    if not isinstance(results, list):
-        raise BadInput(f"{where}.result must be a list", field=f"{where}.result")
-    for i, item in enumerate(results):
-        if not isinstance(item, dict) or item.get("from_name") != spec.from_name:
-            continue
-        value = item.get("value") or {}
-        choices = value.get("choices") if isinstance(value, dict) else None
-        field = f"{where}.result[{i}].value.choices"
-        if not isinstance(choices, list) or not all(isinstance(c, str) for c in choices):
-            raise BadInput(f"{field} must be a list of strings", field=field)
-        unknown = [c for c in choices if c not in spec.labels]
-        if unknown:
-            raise BadInput(
-                f"{field} has label(s) {unknown} not in the label config's <Choices name=\"{spec.from_name}\"> "
-                f"(known: {list(spec.labels)})",
-                field=field,
-            )
-        if not spec.multi_label and len(choices) != 1:
-            raise BadInput(f"{field} must hold exactly one choice for a single-choice control", field=field)
-        return list(choices)
-    return None
-
-
-def make_prediction(spec: ChoiceSpec, labels: Sequence[str], score: float, version: str) -> dict[str, Any]:
-    """One Label Studio prediction. `score` is a confidence: lower is served first."""
-    return {
-        "result": [
-            {
-                "from_name": spec.from_name,
-                "to_name": spec.to_name,
-                "type": "choices",
-                "value": {"choices": list(labels)},
-            }
-        ],
-        "score": float(score),
-        "model_version": version,
-    }

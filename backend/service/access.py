@@ -20,17 +20,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from backend.errors import Forbidden
 from backend.store.schema import Project
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
-
-
-class Forbidden(Exception):
-    """The caller may not do this; answered 403 with the field that asked for it."""
-
-    def __init__(self, message: str, field: str) -> None:
-        super().__init__(message)
-        self.field = field
 
 
 def origin(url: str | None) -> str | None:

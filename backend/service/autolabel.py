@@ -21,7 +21,7 @@ import numpy as np
 from backend.labelstudio.gateway import LabelStudioGateway
 from backend.labelstudio.images import ImageFetcher
 from backend.labelstudio.labelconfig import parse_label_config
-from backend.labelstudio.tasks import BadInput, make_prediction, pick_annotation, task_input
+from backend.labelstudio.tasks import BadInput, pick_annotation, task_input
 from backend.store import Store
 from backend.store.artifacts import ModelStore
 from backend.store.schema import Project
@@ -125,7 +125,7 @@ def run_autolabel(
             except BadInput as exc:
                 failed.append({"task_id": task.get("id"), "reason": str(exc)})
         if inputs:
-            scored = score(estimator, strategy, inputs, multi_label=spec.multi_label)
+            scored = score(estimator, strategy, inputs)
             has_version = {int(t["id"]) for t in block if _has_prediction(t, state.version)}
             new = []
             for tid, lab, confidence, conf in zip(ids, scored.labels, scored.confidence, scored.decision,
@@ -134,7 +134,7 @@ def run_autolabel(
                 if tid in has_version:
                     already += 1
                 else:
-                    new.append({"task": tid, **make_prediction(spec, lab, float(confidence), state.version)})
+                    new.append({"task": tid, **spec.prediction(lab, float(confidence), state.version)})
             if new:
                 pushed += gateway.import_predictions(project.id, new, push_batch_size)
         report("predicting", min(start + chunk, total), total)

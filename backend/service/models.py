@@ -11,14 +11,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from backend.config import ProjectPolicy
-from backend.labelstudio.labelconfig import ChoiceSpec
+from backend.labelstudio.tasktypes import ChoicesTask
 from backend.service.access import Forbidden
 from model.custom import BringYourOwn, FactoryError, is_factory_spec, make_user_estimator
 from model.estimators import make_estimator
 from model.uncertainty import get_strategy
 
 
-def build_estimator(policy: ProjectPolicy, spec: ChoiceSpec, random_state: int | None = 0) -> Any:
+def build_estimator(policy: ProjectPolicy, spec: ChoicesTask, random_state: int | None = 0) -> Any:
     """An unfitted estimator for the project (see module docstring)."""
     if is_factory_spec(policy.model):
         return BringYourOwn(factory=policy.model, classes=list(spec.labels), multi_label=spec.multi_label,

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from backend.labelstudio.labelconfig import cached_spec
-from backend.labelstudio.tasks import make_prediction, task_inputs
+from backend.labelstudio.tasks import task_inputs
 from backend.service.container import Services
 from model.scoring import score
 from model.uncertainty import get_strategy
@@ -37,7 +37,7 @@ def predict_tasks(services: Services, project_id: int, tasks: list[dict[str, Any
     loader = services.image_loader(project_id) if spec.modality == "image" else None
     inputs = task_inputs(tasks, spec, loader)
     estimator = services.models.load(project_id, state.version, state.iteration_id)
-    scored = score(estimator, get_strategy(state.strategy), inputs, multi_label=spec.multi_label)
-    results = [make_prediction(spec, lab, s, state.version)
+    scored = score(estimator, get_strategy(state.strategy), inputs)
+    results = [spec.prediction(lab, s, state.version)
                for lab, s in zip(scored.labels, scored.confidence, strict=True)]
     return results, state.version

@@ -17,25 +17,22 @@ import numpy as np
 
 from backend.labelstudio.gateway import LabelStudioError, LabelStudioGateway
 from backend.labelstudio.images import ImageFetcher
-from backend.labelstudio.labelconfig import ChoiceSpec, parse_label_config
+from backend.labelstudio.labelconfig import parse_label_config
 from backend.labelstudio.tasks import (
     BadInput,
     ImageLoader,
-    annotation_labels,
-    make_prediction,
     pick_annotation,
     task_input,
 )
+from backend.labelstudio.tasktypes import TaskType
 from backend.service.models import build_estimator
 from backend.store import Store
 from backend.store.artifacts import ModelStore
 from backend.store.schema import Iteration, Project
-from model.calibration import expected_calibration_error
 from model.difficulty import DifficultyThresholds, bucket, bucket_counts, fit_thresholds
-from model.evaluation import evaluate
 from model.queue import get_queue
 from model.scoring import Scored, order, score, score_batches
-from model.stopping import StopRule, mean_normalised_uncertainty, prediction_agreement_kappa, stable_sample
+from model.stopping import StopRule, mean_normalised_uncertainty, stable_sample
 from model.thresholds import precision_coverage_curve
 from model.uncertainty import AcquisitionFunction, get_strategy
 
@@ -69,7 +66,7 @@ class Collected:
     skipped: list[dict[str, Any]] = field(default_factory=list)
 
 
-def collect(tasks: Iterable[dict[str, Any]], spec: ChoiceSpec) -> Collected:
+def collect(tasks: Iterable[dict[str, Any]], spec: TaskType) -> Collected:
     """Pick each task's label (newest usable annotation, ground truth first) or put it in the pool."""
     out = Collected()
     for task in tasks:
@@ -78,7 +75,7 @@ def collect(tasks: Iterable[dict[str, Any]], spec: ChoiceSpec) -> Collected:
             out.pool.append(task)
             continue
         try:
-            labels = annotation_labels(annotation, spec, where=f"annotation {annotation.get('id')}")
+            labels = spec.target(annotation, where=f"annotation {annotation.get('id')}")
         except BadInput as exc:
             out.skipped.append({"task_id": task.get("id"), "reason": str(exc)})
             continue
@@ -86,21 +83,6 @@ def collect(tasks: Iterable[dict[str, Any]], spec: ChoiceSpec) -> Collected:
             out.skipped.append({"task_id": task.get("id"), "reason": f"annotation has no '{spec.from_name}' result"})
             continue
         out.labelled.append((task, labels))
-    return out
-
-
-def _targets(spec: ChoiceSpec, labels: list[list[str]]) -> list[Any]:
-    return labels if spec.multi_label else [row[0] for row in labels]
-
-
-def _truth(spec: ChoiceSpec, labels: list[list[str]]) -> np.ndarray:
-    """Ground truth as the calibration metrics want it: class indices, or a 0/1 indicator matrix."""
-    index = {name: i for i, name in enumerate(spec.labels)}
-    if not spec.multi_label:
-        return np.array([index[row[0]] for row in labels], dtype=int)
-    out = np.zeros((len(labels), len(spec.labels)), dtype=int)
-    for i, row in enumerate(labels):
-        out[i, [index[name] for name in row]] = 1
     return out
 
 
@@ -147,7 +129,7 @@ class Split:
     validation_source: str = "none"
 
 
-def split_inputs(data: Collected, spec: ChoiceSpec, load_image: ImageLoader | None, fraction: float) -> Split:
+def split_inputs(data: Collected, spec: TaskType, load_image: ImageLoader | None, fraction: float) -> Split:
     """Read each labelled task's input (a bad one is skipped with its reason) and split off validation."""
     held_out, source = validation_split(data, fraction)
     out = Split(validation_source=source)
@@ -187,7 +169,7 @@ class Evaluation:
         return {"easy_below": t.easy_below, "hard_above": t.hard_above, "source": t.source}
 
 
-def evaluate_split(estimator: Any, strategy: AcquisitionFunction, spec: ChoiceSpec, split: Split,
+def evaluate_split(estimator: Any, strategy: AcquisitionFunction, spec: TaskType, split: Split,
                    metrics: dict[str, Any]) -> Evaluation:
     """Metrics, calibration error, difficulty thresholds and the auto-labelling rows, on validation.
 
@@ -195,12 +177,11 @@ def evaluate_split(estimator: Any, strategy: AcquisitionFunction, spec: ChoiceSp
     """
     if not split.val_x:
         return Evaluation()
-    val = score(estimator, strategy, split.val_x, multi_label=spec.multi_label)
-    report = evaluate(_targets(spec, split.val_y), _targets(spec, val.labels), list(spec.labels),
-                      multi_label=spec.multi_label)
+    val = score(estimator, strategy, split.val_x)
+    report = spec.evaluate(split.val_y, val.labels, val.probs)
     metrics["per_class"] = report["per_class"]
     metrics["confusion"] = report.get("confusion")
-    correct = np.array([set(p) == set(t) for p, t in zip(val.labels, split.val_y, strict=True)])
+    correct = np.array([spec.correct(p, t) for p, t in zip(val.labels, split.val_y, strict=True)])
     # What auto-labelling needs to pick a threshold for any target precision later, for this version.
     metrics["validation"] = {
         "task_ids": split.val_ids,
@@ -211,7 +192,7 @@ def evaluate_split(estimator: Any, strategy: AcquisitionFunction, spec: ChoiceSp
     return Evaluation(
         accuracy=report["accuracy"],
         macro_f1=report["macro_f1"],
-        ece=expected_calibration_error(val.probs, _truth(spec, split.val_y), multi_label=spec.multi_label),
+        ece=report["ece"],
         thresholds=fit_thresholds(val.uncertainty, correct),
     )
 
@@ -299,7 +280,7 @@ class IterationRunner:
         split = split_inputs(data, spec, load_image, policy.validation_fraction)
         estimator = build_estimator(policy, spec, random_state=iteration.number)
         t0 = time.perf_counter()
-        estimator.fit(split.train_x, _targets(spec, split.train_y))
+        estimator.fit(split.train_x, spec.model_targets(split.train_y))
         fit_seconds = time.perf_counter() - t0
 
         strategy = get_strategy(policy.strategy)
@@ -319,7 +300,7 @@ class IterationRunner:
 
         artifact, name = self.models.save(project.id, iteration.version, estimator)
         predictions = [
-            {"task": tid, **make_prediction(spec, labels, score, iteration.version)}
+            {"task": tid, **spec.prediction(labels, score, iteration.version)}
             for tid, labels, score in zip(pool_ids, pool.labels, queued.scores, strict=True)
         ]
         metrics["label_studio"] = self._publish(gateway, project, iteration, predictions, still_owner)
@@ -372,7 +353,7 @@ class IterationRunner:
                     "reason": f"no unlabelled task to predict; Label Studio refused the version: {exc}"}
         return {"pushed": len(predictions), "version_set": True}
 
-    def _stopping(self, project: Project, iteration: Iteration, spec: ChoiceSpec, pool_ids: list[int],
+    def _stopping(self, project: Project, iteration: Iteration, spec: TaskType, pool_ids: list[int],
                   pool_labels: list[list[str]]) -> tuple[float | None, bool]:
         """Stabilising predictions: agreement with the previous round on a fixed sample of the pool.
 
@@ -390,15 +371,12 @@ class IterationRunner:
             if common:
                 prev_rows = [before[t] for t in common]
                 cur_rows = [now[t] for t in common]
-                kappa = prediction_agreement_kappa(
-                    _targets(spec, prev_rows), _targets(spec, cur_rows), classes=list(spec.labels),
-                    multi_label=spec.multi_label,
-                )
+                kappa = spec.agreement(prev_rows, cur_rows)
         history = self.store.recent_kappas(project.id, iteration.number, policy.stop_window - 1)
         suggested = StopRule(threshold=policy.stop_kappa, window=policy.stop_window).suggested([*history, kappa])
         return kappa, bool(suggested)
 
-    def _score_pool(self, estimator: Any, strategy: AcquisitionFunction, spec: ChoiceSpec, data: Collected,
+    def _score_pool(self, estimator: Any, strategy: AcquisitionFunction, spec: TaskType, data: Collected,
                     load_image: ImageLoader | None, with_features: bool = False) -> tuple[list[int], Scored]:
         """Score the unlabelled pool in chunks (bounded memory for image pools); a bad task is skipped.
 
@@ -418,6 +396,6 @@ class IterationRunner:
                     ids.append(int(task["id"]))
                 yield chunk_x
 
-        scored = score_batches(estimator, strategy, batches(), multi_label=spec.multi_label,
+        scored = score_batches(estimator, strategy, batches(),
                                with_features=with_features)
         return ids, scored

@@ -12,7 +12,7 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from backend.labelstudio.labelconfig import UnsupportedConfig, cached_spec
-from backend.labelstudio.tasks import BadInput, annotation_labels
+from backend.labelstudio.tasks import BadInput
 from backend.service.access import Forbidden, SetupRequest, authorize_setup
 from backend.service.container import Services
 from backend.service.models import check_custom_model
@@ -164,7 +164,7 @@ def count_labels(action: str, body: dict[str, Any], annotation: dict[str, Any],
         return 1, None
     try:
         spec = cached_spec(label_config)
-        labels = annotation_labels(annotation, spec)
+        labels = spec.target(annotation)
     except UnsupportedConfig:
         return 1, None
     except BadInput as exc:

@@ -1,4 +1,5 @@
-"""Task/annotation adapters: inputs out of task JSON, labels out of annotations, predictions back."""
+"""Task/annotation adapters: inputs out of task JSON; the Choices task type: labels out of annotations,
+predictions back, correctness, evaluation."""
 
 import base64
 import io
@@ -11,8 +12,6 @@ from backend.labelstudio.images import ImageFetcher
 from backend.labelstudio.labelconfig import parse_label_config
 from backend.labelstudio.tasks import (
     BadInput,
-    annotation_labels,
-    make_prediction,
     pick_annotation,
     task_input,
     task_inputs,
@@ -52,24 +51,36 @@ def test_pick_annotation_prefers_ground_truth_then_newest_and_skips_cancelled() 
     assert pick_annotation([anns[2]]) is None
 
 
-def test_annotation_labels() -> None:
-    assert annotation_labels({"result": [choices(["neg"])]}, TEXT) == ["neg"]
-    assert annotation_labels({"result": [choices(["x"], from_name="other")]}, TEXT) is None
+def test_choices_target_from_annotation() -> None:
+    assert TEXT.target({"result": [choices(["neg"])]}) == ["neg"]
+    assert TEXT.target({"result": [choices(["x"], from_name="other")]}) is None
     with pytest.raises(BadInput) as info:
-        annotation_labels({"result": [choices(["meh"])]}, TEXT)
+        TEXT.target({"result": [choices(["meh"])]})
     assert info.value.field == "annotation.result[0].value.choices" and "meh" in str(info.value)
     with pytest.raises(BadInput):
-        annotation_labels({"result": [choices(["pos", "neg"])]}, TEXT)
-    assert annotation_labels({"result": [choices(["cat", "dog"], "tags", "img")]}, MULTI) == ["cat", "dog"]
+        TEXT.target({"result": [choices(["pos", "neg"])]})
+    assert MULTI.target({"result": [choices(["cat", "dog"], "tags", "img")]}) == ["cat", "dog"]
 
 
-def test_make_prediction_shape() -> None:
-    pred = make_prediction(TEXT, ["pos"], 0.25, "it-3")
+def test_choices_prediction_shape() -> None:
+    pred = TEXT.prediction(["pos"], 0.25, "it-3")
     assert pred == {
         "result": [{"from_name": "sentiment", "to_name": "text", "type": "choices", "value": {"choices": ["pos"]}}],
         "score": 0.25,
         "model_version": "it-3",
     }
+
+
+def test_choices_correctness_evaluation_and_agreement() -> None:
+    assert TEXT.correct(["pos"], ["pos"]) and not TEXT.correct(["neg"], ["pos"])
+    assert MULTI.correct(["dog", "cat"], ["cat", "dog"]) and not MULTI.correct(["cat"], ["cat", "dog"])
+    assert TEXT.model_targets([["pos"], ["neg"]]) == ["pos", "neg"]
+    assert MULTI.model_targets([["cat"], []]) == [["cat"], []]
+    probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
+    report = TEXT.evaluate([["pos"], ["neg"], ["neg"]], [["pos"], ["neg"], ["pos"]], probs)
+    assert report["accuracy"] == pytest.approx(2 / 3) and 0.0 <= report["ece"] <= 1.0
+    assert report["per_class"].keys() == {"pos", "neg"}
+    assert TEXT.agreement([["pos"], ["neg"], ["pos"]], [["pos"], ["neg"], ["pos"]]) == pytest.approx(1.0)
 
 
 def _png(color=(255, 0, 0)) -> bytes:

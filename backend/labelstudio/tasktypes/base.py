@@ -1,0 +1,66 @@
+"""The task-type seam: what one kind of Label Studio control means to labelloop.
+
+A label config is parsed into one :class:`TaskType` per supported control. The task type is the only
+code that knows its control's JSON: how an annotation's result becomes the target a model trains on,
+how a model's output becomes a prediction Label Studio shows, when a prediction counts as correct,
+and how a validation split is scored. Reading a task's input (text, image) belongs to the object the
+control points at and lives in labelstudio/tasks.py.
+
+Adding a label type = a module here (a TaskType subclass registered by control tag) + its model in
+model/; the routes, the store and the training loop do not change.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from backend.errors import UnsupportedConfig
+
+__all__ = ["TaskType", "UnsupportedConfig"]
+
+
+@dataclass(frozen=True)
+class TaskType(ABC):
+    """One supported control over one object: names, where the input lives, and the JSON rules."""
+
+    #: The Label Studio control tag this type serves (``Choices``, ``RectangleLabels``).
+    tag: ClassVar[str] = ""
+
+    from_name: str
+    to_name: str
+    data_key: str
+    modality: str  # "text" or "image"
+
+    @classmethod
+    @abstractmethod
+    def from_control(cls, control: Any, obj: Any) -> TaskType:
+        """Build from the SDK's parsed control and the object it points at; UnsupportedConfig if unusable."""
+
+    @abstractmethod
+    def target(self, annotation: dict[str, Any], where: str = "annotation") -> Any | None:
+        """The annotation's answer for this control, or None when it has none (BadInput if malformed)."""
+
+    @abstractmethod
+    def prediction(self, predicted: Any, score: float, version: str) -> dict[str, Any]:
+        """One Label Studio prediction. ``score`` is a confidence: lower is served first."""
+
+    @abstractmethod
+    def correct(self, predicted: Any, truth: Any) -> bool:
+        """Whether a prediction counts as right (auto-labelling precision, difficulty)."""
+
+    @abstractmethod
+    def model_targets(self, targets: Sequence[Any]) -> list[Any]:
+        """Targets in the form the model's ``fit`` takes."""
+
+    @abstractmethod
+    def evaluate(self, truth: Sequence[Any], predicted: Sequence[Any], probs: np.ndarray) -> dict[str, Any]:
+        """Validation metrics: at least ``accuracy`` (the headline figure), ``macro_f1`` and ``ece``."""
+
+    @abstractmethod
+    def agreement(self, before: Sequence[Any], after: Sequence[Any]) -> float | None:
+        """How far two rounds' predictions on the same tasks agree (the stopping signal), in [-1, 1]."""
