@@ -6,12 +6,13 @@ model.scoring (labels, confidence) -> labelstudio/tasks (prediction JSON).
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from typing import Any
 
-from backend.labelstudio.labelconfig import cached_spec
-from backend.labelstudio.tasks import task_inputs
+from backend.labelstudio.labelconfig import TaskType, cached_spec
+from backend.labelstudio.tasks import ImageLoader, task_input, task_inputs
 from backend.service.container import Services
-from model.scoring import score
+from model.scoring import score_batches
 from model.uncertainty import get_strategy
 
 #: The model_version answered before a project's first round.
@@ -20,24 +21,64 @@ UNTRAINED = "untrained"
 
 def predict_tasks(services: Services, project_id: int, tasks: list[dict[str, Any]],
                   label_config: str | None) -> tuple[list[dict[str, Any]], str]:
-    """Predictions for ``tasks`` (same order) and the version that made them; none before the first round."""
+    """Predictions for ``tasks`` (same order) and the version that made them; none before the first round.
+
+    Scored ``settings.predict_batch_size`` tasks at a time, so the model's working memory (features,
+    decoded images, probabilities per pass) stays bounded however many tasks one request brings.
+    """
     store = services.store
+    # A config the request brings is checked before it can create a project row that holds it.
+    spec = cached_spec(label_config) if label_config else None
     state = store.serving_state(project_id)
     if state is None:
         services.ensure_project(project_id, label_config=label_config)
         state = store.serving_state(project_id)
         assert state is not None
-    spec = cached_spec(label_config or state.label_config)
+    spec = spec or cached_spec(state.label_config)
     if state.version is None or state.iteration_id is None:
         # No model yet: no predictions, and Label Studio keeps its normal order. Text tasks are
         # still checked so a malformed task is reported now rather than after the first round.
         if spec.modality == "text":
             task_inputs(tasks, spec, None)
         return [], UNTRAINED
-    loader = services.image_loader(project_id) if spec.modality == "image" else None
-    inputs = task_inputs(tasks, spec, loader)
-    estimator = services.models.load(project_id, state.version, state.iteration_id)
-    scored = score(estimator, get_strategy(state.strategy), inputs)
-    results = [spec.prediction(lab, s, state.version)
-               for lab, s in zip(scored.labels, scored.confidence, strict=True)]
-    return results, state.version
+    results: list[dict[str, Any] | None] = [None] * len(tasks)
+    todo = _answer_from_round(services, state.iteration_id, state.version, spec, tasks, results)
+    if todo:
+        size = services.settings.predict_batch_size
+        if spec.modality == "text":  # check every task before scoring any (text is cheap to read)
+            inputs = [task_input(tasks[i], spec, None, where=f"tasks[{i}]") for i in todo]
+            batches: Iterator[Sequence[Any]] = (inputs[i:i + size] for i in range(0, len(inputs), size))
+        else:  # images are fetched and decoded one batch at a time
+            batches = input_batches(tasks, todo, spec, services.image_loader(project_id), size)
+        estimator = services.models.load(project_id, state.version, state.iteration_id)
+        scored = score_batches(estimator, get_strategy(state.strategy), batches)
+        for i, lab, s in zip(todo, scored.labels, scored.confidence, strict=True):
+            results[i] = spec.prediction(lab, s, state.version)
+    return [r for r in results if r is not None], state.version
+
+
+def _answer_from_round(services: Services, iteration_id: int, version: str, spec: TaskType,
+                       tasks: list[dict[str, Any]], results: list[dict[str, Any] | None]) -> list[int]:
+    """Fill ``results`` for the tasks the serving round already scored; returns the indices left to compute.
+
+    A pool task gets exactly what its round pushed to Label Studio (prediction and queue score), from
+    the serving iteration's own rows: never another version's, and no model pass for it.
+    """
+    ids = {i: t.get("id") for i, t in enumerate(tasks)}
+    wanted = [v for v in ids.values() if isinstance(v, int) and not isinstance(v, bool) and 0 < v < 2**31]
+    known = services.store.scored_tasks(iteration_id, wanted) if wanted else {}
+    todo = []
+    for i, task_id in ids.items():
+        hit = known.get(task_id) if isinstance(task_id, int) else None
+        if hit is None:
+            todo.append(i)
+        else:
+            results[i] = spec.prediction(hit[0], hit[1], version)
+    return todo
+
+
+def input_batches(tasks: Sequence[dict[str, Any]], indices: Sequence[int], spec: TaskType,
+                  loader: ImageLoader | None, size: int) -> Iterator[list[Any]]:
+    """The model inputs of ``tasks[indices]``, ``size`` at a time, each named by its request index when refused."""
+    for start in range(0, len(indices), size):
+        yield [task_input(tasks[i], spec, loader, where=f"tasks[{i}]") for i in indices[start:start + size]]

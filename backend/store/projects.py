@@ -11,6 +11,28 @@ from backend.config import ProjectPolicy
 from backend.store.base import Database
 from backend.store.schema import Event, Project
 
+#: Integer columns are 32-bit signed on PostgreSQL.
+MAX_INT = 2**31 - 1
+#: How much of an event's error message is kept.
+MAX_ERROR_CHARS = 10_000
+
+
+def storable_text(value: str, max_chars: int) -> str:
+    """``value`` as any database stores it: NUL removed (PostgreSQL refuses it in text), unpaired
+    surrogates replaced (no UTF-8 for them), cut to ``max_chars``."""
+    value = value.replace("\x00", "")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        value = value.encode("utf-8", "replace").decode("utf-8")
+    return value[:max_chars]
+
+
+def storable_id(value: int | None) -> int | None:
+    """An id for an Integer column, or None when it is not one (a bool, out of range)."""
+    ok = isinstance(value, int) and not isinstance(value, bool) and -MAX_INT - 1 <= value <= MAX_INT
+    return value if ok else None
+
 
 @dataclass(frozen=True)
 class ServingState:
@@ -92,17 +114,23 @@ class ProjectStore(Database):
         payload: dict[str, Any] | None = None,
         error: str | None = None,
     ) -> int:
-        """Store the event and add its labels to the project's counter. Returns the new counter."""
+        """Store the event and add its labels to the project's counter. Returns the new counter.
+
+        The event is the record of what arrived, so it is always storable: the action is cut to its
+        column and cleaned, like the error; ids that do not fit an Integer column are dropped (the
+        callers in backend/web refuse such requests, and still record them here).
+        """
+        action_chars = Event.__table__.c.action.type.length
         with self.session() as s:
             s.add(
                 Event(
                     project_id=project_id,
-                    action=action,
-                    annotation_id=annotation_id,
-                    task_id=task_id,
+                    action=storable_text(action, action_chars) or "(none)",
+                    annotation_id=storable_id(annotation_id),
+                    task_id=storable_id(task_id),
                     n_labels=n_labels,
                     payload=payload,
-                    error=error,
+                    error=storable_text(error, MAX_ERROR_CHARS) if error is not None else None,
                 )
             )
             if project_id is None:

@@ -9,8 +9,10 @@ from __future__ import annotations
 import hmac
 import logging
 import time
+import uuid
 
 from flask import Flask, Response, g, jsonify, request
+from werkzeug.exceptions import HTTPException
 
 from backend.config import Settings
 from backend.labelstudio.labelconfig import UnsupportedConfig
@@ -19,6 +21,7 @@ from backend.service.access import Forbidden
 from backend.service.container import OPERATOR_HEADER, Services
 from backend.store import Store
 from backend.web import history, protocol
+from backend.web.params import TooLarge
 
 log = logging.getLogger("labelloop")
 
@@ -38,16 +41,21 @@ def create_app(settings: Settings | None = None, *, start_jobs: bool = True, mig
         store.upgrade()
     services = Services(settings, store)
     if start_jobs:
-        services.jobs.start_ticker(settings.tick_seconds)
+        services.jobs.start_ticker(settings.tick_seconds, services.tick)
 
     app = Flask("labelloop")
     app.config["JSON_SORT_KEYS"] = False
+    # Werkzeug refuses a longer body (413) as soon as a route reads it, before it is in memory.
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.extensions["labelloop"] = services
     app.before_request(_authenticate)
     app.after_request(_log)
     for exc_type, status in ((BadInput, 400), (Forbidden, 403)):
         app.register_error_handler(exc_type, _named_field_error(status))
+    app.register_error_handler(TooLarge, _named_field_error(413))
     app.register_error_handler(UnsupportedConfig, _unsupported)
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(Exception, _unexpected)
     app.register_blueprint(protocol.bp)
     app.register_blueprint(history.bp)
     return app
@@ -86,17 +94,51 @@ def _authenticate() -> Response | tuple[Response, int] | None:
     return None
 
 
+def _short(text: str, limit: int = 2000) -> str:
+    """Messages can quote client data (an unknown label, a long id): keep logs and answers bounded."""
+    return text if len(text) <= limit else f"{text[:limit]}... [{len(text) - limit} characters cut]"
+
+
 def _named_field_error(status: int):  # type: ignore[no-untyped-def]
     def handle(exc: BadInput | Forbidden) -> tuple[Response, int]:
-        log.warning("%d %s %s: %s", status, request.method, request.path, exc)
-        return jsonify(error=str(exc), field=exc.field), status
+        log.warning("%d %s %s: %s", status, request.method, request.path[:200], _short(str(exc), 500))
+        return jsonify(error=_short(str(exc)), field=exc.field), status
 
     return handle
 
 
 def _unsupported(exc: UnsupportedConfig) -> tuple[Response, int]:
-    log.warning("422 %s %s: %s", request.method, request.path, exc)
-    return jsonify(error=str(exc), field="schema"), 422
+    log.warning("422 %s %s: %s", request.method, request.path[:200], _short(str(exc), 500))
+    return jsonify(error=_short(str(exc)), field="schema"), 422
+
+
+#: What an HTTP error of Flask's own (no route, wrong method, body too large) is about.
+HTTP_ERROR_FIELDS = {404: "path", 405: "method", 413: "body", 415: "content_type"}
+
+
+def _http_error(exc: HTTPException) -> tuple[Response, int]:
+    """Flask's own 4xx (unknown path, wrong method, body over LABELLOOP_MAX_BODY_BYTES) as our JSON shape."""
+    status = exc.code or 500
+    if status == 413:
+        limit = _services().settings.max_body_bytes
+        message = (f"request body is over {limit} bytes (LABELLOOP_MAX_BODY_BYTES): send a smaller one "
+                   "(for /predict, fewer tasks per request)")
+    else:
+        message = f"{exc.name}: {exc.description}"
+    if status >= 500:
+        return _unexpected(exc)
+    log.warning("%d %s %s: %s", status, request.method, request.path[:200], message)
+    return jsonify(error=message, field=HTTP_ERROR_FIELDS.get(status, "request")), status
+
+
+def _unexpected(exc: Exception) -> tuple[Response, int]:
+    """Last resort: a bug is logged with its traceback and a request id the answer repeats; never a 4xx."""
+    if isinstance(exc, HTTPException) and exc.code and exc.code < 500:
+        return _http_error(exc)
+    request_id = uuid.uuid4().hex[:12]
+    log.error("500 %s %s [request %s]", request.method, request.path[:200], request_id, exc_info=exc)
+    return jsonify(error=f"internal error (request {request_id}); the server log has the details",
+                   request_id=request_id), 500
 
 
 def _log(resp: Response) -> Response:

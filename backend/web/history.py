@@ -5,6 +5,9 @@ Guarded by LABELLOOP_OPERATOR_TOKEN when it is set (see web/app.py); Label Studi
 
 from __future__ import annotations
 
+import re
+from typing import Any
+
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from backend.labelstudio.tasks import BadInput
@@ -12,9 +15,30 @@ from backend.service.autolabel import AutolabelError, AutolabelRequest
 from backend.service.container import Services
 from backend.service.scheduling import JobBusy
 from backend.service.serializers import iteration_json, job_json
-from backend.web.params import autolabel_params
+from backend.store.schema import Job
+from backend.web.params import MAX_ID, autolabel_params, json_body
 
 bp = Blueprint("history", __name__)
+
+#: Job ids are uuid4 strings (the CLI and tests use short names): letters, digits, '-', '_', '.', ':'.
+JOB_ID = re.compile(rf"[A-Za-z0-9_.:-]{{1,{Job.__table__.c.id.type.length}}}", re.ASCII)
+
+
+@bp.before_request
+def check_path_values() -> None:
+    """Path ids are checked like body ids: Werkzeug's int converter takes any number of digits, and an id
+    beyond 32 bits would reach PostgreSQL's integer columns; a job id must fit its column, without NUL.
+
+    A blueprint's before_request runs after the app's, so an unauthenticated caller gets its 401 first.
+    """
+    values: dict[str, Any] = request.view_args or {}
+    for name, value in values.items():
+        if name == "job_id":
+            if not JOB_ID.fullmatch(value):
+                raise BadInput("'job_id' must be a job id as POST /projects/<id>/autolabel returned it",
+                               field="job_id")
+        elif isinstance(value, int) and not 1 <= value <= MAX_ID:
+            raise BadInput(f"'{name}' must be between 1 and {MAX_ID}, got {str(value)[:30]}", field=name)
 
 
 def services() -> Services:
@@ -49,7 +73,7 @@ def iteration_scores(project_id: int, number: int) -> tuple[Response, int] | Res
         strategy=match[0].strategy,
         scores=[
             {"task_id": r.task_id, "rank": r.rank, "score": r.score, "uncertainty": r.uncertainty,
-             "difficulty": r.difficulty, "predicted": r.predicted}
+             "difficulty": r.difficulty, "predicted": r.predicted, "stream": r.stream}
             for r in rows
         ],
     )
@@ -59,16 +83,14 @@ def iteration_scores(project_id: int, number: int) -> tuple[Response, int] | Res
 def autolabel(project_id: int) -> tuple[Response, int]:
     """Start auto-labelling in the background (for project webhooks); poll GET /jobs/<id>."""
     svc = services()
-    body = request.get_json(silent=True, force=True) if request.content_length else {}
-    if not isinstance(body, dict):
-        raise BadInput("request body must be a JSON object", field="body")
+    body = json_body(allow_empty=True)
     if svc.store.get_project(project_id) is None:
         return jsonify(error=f"project {project_id} is unknown", field="project_id"), 404
     params = autolabel_params(body)
     state = svc.store.serving_state(project_id)
     if state is None or state.version is None:
         return jsonify(error=f"project {project_id} has no trained model yet: label some tasks or send "
-                             "START_TRAINING first"), 409
+                             "START_TRAINING first", field="project_id"), 409
     try:
         auto_request = AutolabelRequest(project_id=project_id, **params)
     except AutolabelError as exc:
@@ -76,7 +98,7 @@ def autolabel(project_id: int) -> tuple[Response, int]:
     try:
         job_id = svc.background.create(project_id, "autolabel", params)
     except JobBusy as exc:
-        return jsonify(error=str(exc)), 409
+        return jsonify(error=str(exc), field="project_id"), 409
     svc.background.start(job_id, svc.autolabel_work(auto_request))
     return jsonify(job_id=job_id, status="queued", url=f"/jobs/{job_id}"), 202
 

@@ -6,10 +6,12 @@ number of gunicorn workers (on any number of machines) answer the same way.
 
 from __future__ import annotations
 
+import logging
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from backend.labelstudio.labelconfig import UnsupportedConfig, cached_spec
 from backend.labelstudio.tasks import BadInput
@@ -17,10 +19,26 @@ from backend.service.access import Forbidden, SetupRequest, authorize_setup
 from backend.service.container import Services
 from backend.service.models import check_custom_model
 from backend.service.predict import UNTRAINED, predict_tasks
-from backend.web.params import json_body, policy_from, project_id_from, str_or_none, trim
+from backend.store import Store
+from backend.web.params import (
+    ACTION_CHARS,
+    TOKEN_CHARS,
+    TooLarge,
+    json_body,
+    label_config_field,
+    object_or_empty,
+    optional_id,
+    policy_from,
+    project_id_from,
+    raw_excerpt,
+    text_field,
+    trim,
+    url_field,
+)
 from model.custom import FactoryError
 
 bp = Blueprint("protocol", __name__)
+log = logging.getLogger("labelloop")
 
 # Annotation webhooks and how many new labels each one brings.
 LABEL_EVENTS = {"ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_CREATED"}
@@ -45,9 +63,10 @@ def setup() -> tuple[Response, int] | Response:
     svc = services()
     body = json_body()
     project_id = project_id_from(body.get("project"), "project")
-    schema = body.get("schema")
-    if not isinstance(schema, str):
-        raise BadInput("'schema' (the label config XML) is required", field="schema")
+    schema = label_config_field(body.get("schema"), "schema", required=True)
+    assert schema is not None
+    hostname = url_field(body.get("hostname"), "hostname")
+    token = text_field(body.get("access_token"), "access_token", max_chars=TOKEN_CHARS)
     cached_spec(schema)  # refuse unsupported configs now, with the tag named
     policy = policy_from(body.get("extra_params"), svc.settings.policy)
     project = svc.store.get_project(project_id)
@@ -58,8 +77,8 @@ def setup() -> tuple[Response, int] | Response:
             return jsonify(error=str(exc), field="extra_params.model"), 422
     ask = SetupRequest(
         project_id=project_id,
-        hostname=str_or_none(body.get("hostname")),
-        token=str_or_none(body.get("access_token")),
+        hostname=hostname,
+        token=token,
         changes_policy=bool(project and policy and project.rules != policy),
         changes_schema=bool(project and project.label_config and project.label_config != schema),
         operator=svc.is_operator(request.headers),
@@ -75,47 +94,70 @@ def setup() -> tuple[Response, int] | Response:
 
 @bp.post("/predict")
 def predict() -> Response:
+    svc = services()
     body = json_body()
     tasks = body.get("tasks")
-    if not isinstance(tasks, list) or not all(isinstance(t, dict) for t in tasks):
+    if not isinstance(tasks, list):
         raise BadInput("'tasks' must be a list of task objects", field="tasks")
+    limit = svc.settings.max_predict_tasks
+    if len(tasks) > limit:  # Label Studio gives up after 100 s; a worker's memory grows with the batch
+        raise TooLarge(f"{len(tasks)} tasks in one request: send at most {limit} tasks per request "
+                       "(LABELLOOP_MAX_PREDICT_TASKS)", field="tasks")
+    for i, task in enumerate(tasks):
+        if not isinstance(task, dict):
+            raise BadInput(f"'tasks[{i}]' must be a task object", field=f"tasks[{i}]")
     if not tasks:
         return jsonify(results=[], model_version=UNTRAINED)
-    project_id = project_id_from(body.get("project") or tasks[0].get("project"), "project")
-    config = body.get("label_config") if isinstance(body.get("label_config"), str) else None
-    results, model_version = predict_tasks(services(), project_id, tasks, config)
+    if body.get("project"):
+        project_id = project_id_from(body["project"], "project")
+    else:
+        project_id = project_id_from(tasks[0].get("project"), "tasks[0].project")
+    config = label_config_field(body.get("label_config"), "label_config")
+    results, model_version = predict_tasks(svc, project_id, tasks, config)
     return jsonify(results=results, model_version=model_version)
 
 
 @bp.post("/webhook")
 def webhook() -> tuple[Response, int] | Response:
+    """Record the event, count its labels, queue a round when due.
+
+    Every webhook leaves exactly one events row, whatever happens to it: one that cannot be read or
+    is refused is recorded with project NULL, the reason and what could be kept of its payload, then
+    answered 4xx, so nothing Label Studio sent is lost without a trace.
+    """
     svc = services()
+    record = WebhookRecord(svc.store, svc.settings.max_event_bytes)
+    try:
+        return handle_webhook(svc, record)
+    except Exception as exc:
+        record.failed(exc)
+        raise
+
+
+def handle_webhook(svc: Services, record: WebhookRecord) -> tuple[Response, int] | Response:
     body = json_body()
-    action = body.get("action")
-    if not isinstance(action, str) or not action:
-        raise BadInput("'action' is required", field="action")
+    record.parsed(body)
+    action = text_field(body.get("action"), "action", max_chars=ACTION_CHARS, required=True)
+    assert action is not None
     project = body.get("project")
     if project is None:
-        svc.store.record_event(None, action, payload=trim(body), error="no project in payload")
+        record.record(None, error="no project in payload")
         return jsonify(status="ignored", reason="no 'project' in payload")
     project_id = project_id_from(project, "project")
+    config = label_config_field(project.get("label_config"), "project.label_config") \
+        if isinstance(project, dict) else None
+    annotation, task = object_or_empty(body, "annotation"), object_or_empty(body, "task")
+    annotation_id = optional_id(annotation.get("id"), "annotation.id")
+    annotation_task = optional_id(annotation.get("task"), "annotation.task")
+    task_id = optional_id(task.get("id"), "task.id") or annotation_task
     state = svc.store.serving_state(project_id)
     if state is None:
-        config = project.get("label_config") if isinstance(project, dict) else None
-        try:
-            svc.ensure_project(project_id, label_config=config)
-        except Forbidden as exc:  # over the project cap: keep the event, refuse the project
-            svc.store.record_event(None, action, payload=trim(body), error=str(exc))
-            raise
+        svc.ensure_project(project_id, label_config=config)  # over the project cap: Forbidden, recorded
         state = svc.store.serving_state(project_id)
         assert state is not None
-    annotation = body.get("annotation") if isinstance(body.get("annotation"), dict) else {}
-    task = body.get("task") if isinstance(body.get("task"), dict) else {}
     n_labels, error = count_labels(action, body, annotation, state.label_config)
-    counter = svc.store.record_event(
-        project_id, action, annotation_id=annotation.get("id"), task_id=task.get("id") or annotation.get("task"),
-        n_labels=n_labels, payload=trim(body), error=str(error) if error else None,
-    )
+    counter = record.record(project_id, annotation_id=annotation_id, task_id=task_id, n_labels=n_labels,
+                            error=str(error) if error else None)
     if error is not None:
         raise error
     queued = None
@@ -125,6 +167,50 @@ def webhook() -> tuple[Response, int] | Response:
         queued = svc.jobs.trigger(project_id, "labels")
     return jsonify(status="ok", action=action, labels_since_iteration=counter,
                    queued=queued.version if queued else None)
+
+
+class WebhookRecord:
+    """The one events row of a webhook: written by the route when it gets that far, else by :meth:`failed`."""
+
+    #: The action stored for a webhook whose own action is missing or unreadable.
+    UNREADABLE = "(unreadable)"
+
+    def __init__(self, store: Store, max_bytes: int) -> None:
+        self.store = store
+        self.max_bytes = max_bytes
+        self.action = self.UNREADABLE
+        self.payload: dict[str, Any] | None = None
+        self.recorded = False
+
+    def parsed(self, body: dict[str, Any]) -> None:
+        """The body is a JSON object: keep it trimmed, and its action if it has a usable one."""
+        self.payload = trim(body, self.max_bytes)
+        if isinstance(body.get("action"), str) and body["action"]:
+            self.action = body["action"]  # the store cleans and cuts it to the column
+
+    def record(self, project_id: int | None, *, error: str | None = None, **fields: Any) -> int:
+        counter = self.store.record_event(project_id, self.action, payload=self.payload, error=error, **fields)
+        self.recorded = True
+        return counter
+
+    def failed(self, exc: Exception) -> None:
+        """Record a webhook refused before its row was written (project NULL, the reason); never raises."""
+        if self.recorded:
+            return
+        if isinstance(exc, RequestEntityTooLarge):
+            self.payload = {"_trimmed": {"raw_bytes": request.content_length}}
+            reason = "request body over the size limit (LABELLOOP_MAX_BODY_BYTES): not read"
+        else:
+            if self.payload is None:
+                self.payload = raw_excerpt(request.get_data(cache=True))
+            field = getattr(exc, "field", None)
+            reason = (f"{field}: " if field else "") + (str(exc) or type(exc).__name__)
+            if not isinstance(exc, (BadInput, Forbidden, UnsupportedConfig)):
+                reason = f"{type(exc).__name__}: {reason}"
+        try:
+            self.record(None, error=reason)
+        except Exception:  # the database itself failed: the original error is what the caller sees
+            log.exception("could not record a refused webhook")
 
 
 @bp.get("/versions")
