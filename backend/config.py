@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
@@ -110,6 +110,10 @@ class Settings(BaseModel):
     basic_auth_user: str | None = None
     basic_auth_pass: str | None = None
     policy: ProjectPolicy = ProjectPolicy()
+    # What this process does: "all" serves and trains (the default single process); "serve" answers Label
+    # Studio and only queues training and jobs (`labelloop serve --no-train`); "worker" trains and runs jobs
+    # without serving (`labelloop worker`, e.g. on a GPU box sharing the database).
+    role: Literal["all", "serve", "worker"] = "all"
     # Sent by people and scripts in X-Labelloop-Operator-Token: needed for the operator routes
     # (/projects/..., /jobs/...) and to re-point a project to another Label Studio. Unset: routes open.
     operator_token: str | None = None
@@ -124,6 +128,33 @@ class Settings(BaseModel):
     tick_seconds: float = 5.0
     # Predictions pushed to Label Studio per API call.
     push_batch_size: int = 500
+    # Request limits (backend/web/). A body over max_body_bytes is refused with 413 before it is read; /predict
+    # takes at most max_predict_tasks tasks (Label Studio gives up on a request after 100 s) and scores them
+    # predict_batch_size at a time so a worker's memory stays bounded; a webhook's payload is stored trimmed to
+    # at most max_event_bytes of JSON (the events table is a record, not a copy of Label Studio).
+    max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+    max_predict_tasks: int = Field(default=10_000, ge=1)
+    predict_batch_size: int = Field(default=500, ge=1)
+    max_event_bytes: int = Field(default=64 * 1024, ge=1024)
+    # Task images (backend/labelstudio/images.py). Loopback, private, link-local, multicast and reserved
+    # addresses are refused unless named here (hosts, IPs or CIDR networks); Label Studio's own origin always
+    # may serve images. A laptop with a local image server needs e.g. LABELLOOP_IMAGE_ALLOW=127.0.0.1.
+    image_allow: list[str] = Field(default_factory=list)
+    # One image may take this long in all (DNS, connect, redirects, body), so a server that drips bytes
+    # cannot hold a request or a training round.
+    image_deadline_seconds: float = Field(default=15.0, gt=0)
+    image_max_bytes: int = Field(default=50 * 1024 * 1024, ge=1)
+    # Checked on the header, before decoding: a small file may claim a huge canvas (RGB costs 3 bytes a pixel).
+    image_max_pixels: int = Field(default=40_000_000, ge=1)
+
+    @field_validator("image_allow")
+    @classmethod
+    def _allow_entries(cls, value: list[str]) -> list[str]:
+        """Refuse a malformed entry at start-up rather than at the first image fetch."""
+        from backend.labelstudio.images import parse_allowlist
+
+        parse_allowlist(value)
+        return value
 
     @property
     def allowed_models(self) -> list[str]:
@@ -166,6 +197,8 @@ class Settings(BaseModel):
         }
         if get("MODEL_DIR"):
             raw["model_dir"] = Path(get("MODEL_DIR"))  # type: ignore[arg-type]
+        if get("LABELLOOP_ROLE"):
+            raw["role"] = get("LABELLOOP_ROLE")
         if get("LABELLOOP_OPERATOR_TOKEN"):
             raw["operator_token"] = get("LABELLOOP_OPERATOR_TOKEN")
         if get("LABELLOOP_CUSTOM_MODELS"):
@@ -176,4 +209,17 @@ class Settings(BaseModel):
             raw["lease_seconds"] = get("LABELLOOP_LEASE_SECONDS")
         if get("LABELLOOP_TICK_SECONDS"):
             raw["tick_seconds"] = get("LABELLOOP_TICK_SECONDS")
+        for name, key in (("LABELLOOP_MAX_BODY_BYTES", "max_body_bytes"),
+                          ("LABELLOOP_MAX_PREDICT_TASKS", "max_predict_tasks"),
+                          ("LABELLOOP_PREDICT_BATCH_SIZE", "predict_batch_size"),
+                          ("LABELLOOP_MAX_EVENT_BYTES", "max_event_bytes")):
+            if get(name):
+                raw[key] = get(name)
+        if get("LABELLOOP_IMAGE_ALLOW"):
+            raw["image_allow"] = [h.strip() for h in str(get("LABELLOOP_IMAGE_ALLOW")).split(",") if h.strip()]
+        for name, key in (("LABELLOOP_IMAGE_DEADLINE_SECONDS", "image_deadline_seconds"),
+                          ("LABELLOOP_IMAGE_MAX_BYTES", "image_max_bytes"),
+                          ("LABELLOOP_IMAGE_MAX_PIXELS", "image_max_pixels")):
+            if get(name):
+                raw[key] = get(name)
         return cls.model_validate(raw)

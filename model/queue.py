@@ -428,3 +428,24 @@ def _validate_uncertainty(uncertainty: np.ndarray) -> np.ndarray:
     if u.size and (not np.all(np.isfinite(u)) or u.min() < -_TOLERANCE or u.max() > 1.0 + _TOLERANCE):
         raise ValueError("uncertainty must be finite and within [0, 1]")
     return np.clip(u, 0.0, 1.0)
+
+
+def place_at_random(main_order: np.ndarray, reserved: np.ndarray, random_state: int | None = None) -> np.ndarray:
+    """Merge a strategy's queue with reserved items put at uniformly random positions.
+
+    ``main_order`` lists the strategy's items (first served first); ``reserved`` the items that must
+    reach annotators regardless of what the model thinks of them (a random validation or control
+    stream). Each reserved item gets a position drawn uniformly over the whole queue, so the reserved
+    items that a crowd labels are a random sample of the pool, not the ones the model found hard.
+    Returns the merged order (a permutation of ``main_order`` and ``reserved`` together).
+    """
+    main_order = np.asarray(main_order, dtype=int)
+    reserved = np.asarray(reserved, dtype=int)
+    n = main_order.size + reserved.size
+    rng = np.random.default_rng(random_state)
+    slots = np.zeros(n, dtype=bool)
+    slots[rng.choice(n, size=reserved.size, replace=False)] = True
+    merged = np.empty(n, dtype=int)
+    merged[slots] = rng.permutation(reserved)
+    merged[~slots] = main_order
+    return merged

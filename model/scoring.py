@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from model.queue import QueueStrategy, get_queue, scores_for_order
+from model.queue import QueueStrategy, get_queue, place_at_random, scores_for_order
 from model.uncertainty import AcquisitionFunction, confidence_score, decision_confidence, uncertainty_for
 
 
@@ -40,6 +40,13 @@ class Scored:
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    def take(self, indices: np.ndarray) -> Scored:
+        """The rows at ``indices`` (in that order)."""
+        idx = np.asarray(indices, dtype=int)
+        features = self.features[idx] if self.features is not None else None
+        return Scored(self.probs[idx], [self.labels[i] for i in idx], self.uncertainty[idx], self.confidence[idx],
+                      self.decision[idx], features)
 
 
 @dataclass(frozen=True)
@@ -101,8 +108,14 @@ def score_batches(estimator: Any, strategy: AcquisitionFunction | str, batches: 
     )
 
 
-def order(queue: QueueStrategy | str, scored: Scored, random_state: int | None = None) -> Ordered:
-    """Turn a scored pool into a queue with the ``queue`` strategy (features when it needs them)."""
+def order(queue: QueueStrategy | str, scored: Scored, random_state: int | None = None,
+          reserved: np.ndarray | None = None) -> Ordered:
+    """Turn a scored pool into a queue with the ``queue`` strategy (features when it needs them).
+
+    ``reserved`` (a boolean mask over the pool) marks items kept out of the strategy's ordering and
+    placed at uniformly random positions instead (:func:`model.queue.place_at_random`): a random
+    validation stream that annotators label like any other task.
+    """
     if isinstance(queue, str):
         queue = get_queue(queue)
     if not len(scored):  # nothing left to queue (every task labelled): an empty queue, not an error
@@ -110,10 +123,19 @@ def order(queue: QueueStrategy | str, scored: Scored, random_state: int | None =
         return Ordered(order=empty, rank=empty, scores=np.zeros(0))
     if queue.needs_features and scored.features is None:
         raise ValueError(f"the {queue.name!r} queue needs features: score with with_features=True")
-    queued = queue.order(scored.uncertainty, features=scored.features, random_state=random_state)
-    rank = np.empty(len(queued.order), dtype=int)
-    rank[queued.order] = np.arange(1, len(queued.order) + 1)
-    return Ordered(order=queued.order, rank=rank, scores=scores_for_order(scored.confidence, queued.order))
+    mask = np.zeros(len(scored), dtype=bool) if reserved is None else np.asarray(reserved, dtype=bool)
+    main = np.flatnonzero(~mask)
+    if main.size:
+        main = main[queue.order(scored.uncertainty[main], features=_rows(scored.features, main),
+                                random_state=random_state).order]
+    merged = place_at_random(main, np.flatnonzero(mask), random_state) if mask.any() else main
+    rank = np.empty(len(merged), dtype=int)
+    rank[merged] = np.arange(1, len(merged) + 1)
+    return Ordered(order=merged, rank=rank, scores=scores_for_order(scored.confidence, merged))
+
+
+def _rows(features: Any, idx: np.ndarray) -> Any:
+    return None if features is None else features[idx]
 
 
 def _stack(blocks: list[Any]) -> Any:

@@ -134,7 +134,7 @@ def backend_server_factory(request, tmp_path: Path):
     DATABASE_URL = this test's ``postgres_url``, MODEL_DIR = ``tmp_path/"models"``. All servers
     made in one test share these, so a "restart" is ``make()`` again after ``server.stop()``.
     An override of None removes the variable. ``kwargs`` go to ``BackendServer`` (port=,
-    workers=, threads=, startup_timeout=). Everything started is stopped at teardown, and on
+    workers=, threads=, startup_timeout=, extra_args=). Everything started is stopped at teardown, and on
     failure the log tails are attached to the test report.
     """
     started: list[BackendServer] = []

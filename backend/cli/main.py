@@ -1,5 +1,5 @@
-"""`labelloop` command line: serve (gunicorn), train (one iteration, for cron), history, autolabel, report,
-simulate, db upgrade."""
+"""`labelloop` command line: serve (gunicorn), worker (train without serving), train (one iteration, for cron),
+history, autolabel, report, simulate, db upgrade."""
 
 from __future__ import annotations
 
@@ -44,7 +44,10 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
             # Runs in each worker after fork: every worker gets its own engine and background threads.
             from backend.web.app import create_app
 
-            return create_app(Settings.from_env())
+            worker_settings = Settings.from_env()
+            if args.no_train:
+                worker_settings = worker_settings.model_copy(update={"role": "serve"})
+            return create_app(worker_settings)
 
     LabelloopGunicorn().run()
     return 0
@@ -75,6 +78,33 @@ def _train(args: argparse.Namespace, settings: Settings) -> int:
             failed = True
             print(f"project {args.project}: {it.version} {it.status}: {it.error}", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _worker(args: argparse.Namespace, settings: Settings) -> int:
+    """Train and run background jobs without serving, until SIGTERM / SIGINT (or once, with --once)."""
+    import signal
+    import threading
+
+    from backend.service.container import Services
+
+    store = Store(settings.resolved_database_url)
+    store.upgrade()
+    services = Services(settings.model_copy(update={"role": "worker"}), store)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    print(f"labelloop worker {services.jobs.owner}: training and jobs for every project in "
+          f"{settings.resolved_database_url.split('@')[-1]}", flush=True)
+    while True:
+        try:
+            services.tick(background=not args.once)
+        except Exception:  # a database hiccup: log and try again next tick
+            logging.getLogger("labelloop").exception("worker tick failed")
+        if args.once or stop.wait(settings.tick_seconds):
+            break
+    services.jobs.stop(timeout=args.grace)
+    store.dispose()
+    return 0
 
 
 def _fmt(value: float | None) -> str:
@@ -246,7 +276,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--timeout", type=int, default=120, help="gunicorn worker timeout (s)")
     serve.add_argument("--access-log", action="store_true")
     serve.add_argument("--log-level", default="info")
+    serve.add_argument("--no-train", action="store_true",
+                       help="serve and queue only: training and jobs run in `labelloop worker` processes")
     serve.set_defaults(func=_serve)
+
+    worker = sub.add_parser("worker", help="train and run background jobs for every project, without serving")
+    worker.add_argument("--once", action="store_true", help="one pass over the queue, then exit (for cron)")
+    worker.add_argument("--grace", type=float, default=600.0,
+                        help="on SIGTERM, seconds to let a running round finish (default 600)")
+    worker.set_defaults(func=_worker)
 
     train = sub.add_parser("train", help="run one training iteration now, in the foreground (for cron)")
     train.add_argument("--project", type=int, required=True, help="Label Studio project id")

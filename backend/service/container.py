@@ -10,6 +10,7 @@ import logging
 from typing import Any
 
 from backend.config import Settings
+from backend.labelstudio import images
 from backend.labelstudio.gateway import LabelStudioGateway
 from backend.labelstudio.images import ImageFetcher
 from backend.service.access import Forbidden, same_secret
@@ -24,6 +25,9 @@ log = logging.getLogger("labelloop")
 
 # Label Studio gives /setup 3 s: a token check must leave room for the rest.
 TOKEN_CHECK_SECONDS = 2.0
+# A queued job older than this is picked up by any training process (its creator may be a serve-only replica,
+# or may have died before starting it); younger ones are left to the process that created them.
+JOB_PICKUP_SECONDS = 2.0
 # Operators (people, scripts) prove themselves with this header when LABELLOOP_OPERATOR_TOKEN is set.
 OPERATOR_HEADER = "X-Labelloop-Operator-Token"
 
@@ -34,12 +38,31 @@ class Services:
     def __init__(self, settings: Settings, store: Store) -> None:
         self.settings = settings
         self.store = store
+        # Image fetches (SSRF guard, deadline, byte and pixel caps) follow these settings process-wide.
+        images.configure(images.ImagePolicy.from_settings(settings))
         self.models = ModelStore(store, settings.model_dir)
         self._gateways: dict[tuple[str, str], LabelStudioGateway] = {}
         # Late-bound so tests (and future plug-ins) can swap how a project reaches Label Studio.
         runner = IterationRunner(store, self.models, lambda p: self.gateway_for(p), settings.push_batch_size)
-        self.jobs = TrainingJobs(store, runner, settings.lease_seconds)
-        self.background = RecordedJobs(store)
+        trains = settings.role != "serve"
+        self.jobs = TrainingJobs(store, runner, settings.lease_seconds, trains=trains)
+        self.background = RecordedJobs(store, runs_jobs=trains)
+
+    def tick(self, background: bool = True) -> None:
+        """One round of background duties: training (timers, lost rounds, queued runs) and queued jobs.
+
+        ``background=False`` does the work in the calling thread (``labelloop worker --once``).
+        """
+        self.jobs.tick(background)
+        if not self.background.runs_jobs:
+            return
+        for job in self.store.queued_jobs(older_than_seconds=JOB_PICKUP_SECONDS if background else 0.0):
+            if job.kind == "autolabel":
+                work = self.autolabel_work(AutolabelRequest(project_id=job.project_id, **(job.params or {})))
+                if background:
+                    self.background.start(job.id, work)
+                else:
+                    self.background.run(job.id, work)
 
     def autolabel_work(self, request: AutolabelRequest):  # type: ignore[no-untyped-def]
         """The auto-labelling run as a job body (``work(progress) -> outcome``)."""

@@ -56,11 +56,15 @@ class Heartbeat:
 
 
 class TrainingJobs:
-    def __init__(self, store: Store, runner: IterationRunner, lease_seconds: float, owner: str | None = None) -> None:
+    """Queues training everywhere; trains only where ``trains`` (roles "all" and "worker", not "serve")."""
+
+    def __init__(self, store: Store, runner: IterationRunner, lease_seconds: float, owner: str | None = None,
+                 trains: bool = True) -> None:
         self.store = store
         self.runner = runner
         self.lease_seconds = lease_seconds
         self.owner = owner or worker_identity()
+        self.trains = trains
         self._active: dict[int, threading.Thread] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -70,7 +74,7 @@ class TrainingJobs:
     def trigger(self, project_id: int, reason: str, background: bool = True) -> Iteration:
         """Queue a run (or join the queued one) and start draining; returns the queued iteration."""
         iteration = self.store.request_training(project_id, reason)
-        if background:
+        if background and self.trains:
             self.kick(project_id)
         return iteration
 
@@ -121,21 +125,51 @@ class TrainingJobs:
         return lambda: self.store.renew_lease(project_id, self.owner, self.lease_seconds)
 
     # -- periodic work ------------------------------------------------------------------------
-    def tick(self) -> None:
-        """Queue timer-due runs and pick up queued runs nobody is draining (e.g. after a restart)."""
-        for project_id in self.store.projects_due_by_timer():
-            self.trigger(project_id, "timer")
-        for project_id in self.store.projects_with_queued():
-            self.kick(project_id)
+    def tick(self, background: bool = True) -> None:
+        """Queue timer-due runs, recover rounds whose trainer died, pick up queued runs nobody drains.
 
-    def start_ticker(self, every: float) -> None:
+        ``background=False`` drains in the calling thread (``labelloop worker --once``).
+        """
+        if not self.trains:
+            return
+        for project_id in self.store.projects_due_by_timer():
+            self.trigger(project_id, "timer", background=background)
+        for project_id in self.store.projects_with_lost_rounds():
+            self.recover(project_id)
+        for project_id in self.store.projects_with_queued():
+            if background:
+                self.kick(project_id)
+            else:
+                self.drain(project_id)
+
+    def recover(self, project_id: int) -> None:
+        """Fail a round whose trainer died (its lease expired), queue one retry, and clean up after it.
+
+        Taking the expired lease is what marks the dead run failed (see IterationStore.acquire_lease); the
+        retry is queued at most once per lost round, so a round that kills its trainer every time stops.
+        """
+        if not self.store.acquire_lease(project_id, self.owner, self.lease_seconds):
+            return  # a live trainer holds it, or another worker is recovering right now
+        try:
+            retry = self.store.queue_retry_of_lost_round(project_id)
+            if retry is not None:
+                log.warning("project %s: a round's trainer died; queued %s to retry it", project_id, retry.version)
+        finally:
+            self.store.release_lease(project_id, self.owner)
+        try:
+            self.runner.prune_versions(project_id)
+        except Exception:  # housekeeping; the next round tries again
+            log.exception("project %s: cleaning up after a lost round failed", project_id)
+
+    def start_ticker(self, every: float, tick: Callable[[], None] | None = None) -> None:
+        """Call ``tick`` (default: :meth:`tick`) every ``every`` seconds in a daemon thread until :meth:`stop`."""
         if self._ticker is not None:
             return
 
         def loop() -> None:
             while not self._stop.wait(every):
                 try:
-                    self.tick()
+                    (tick or self.tick)()
                 except Exception:
                     log.exception("training ticker failed")
 
@@ -162,8 +196,10 @@ class RecordedJobs:
     """
 
     def __init__(self, store: Store, progress_every: float = 0.5, heartbeat_seconds: float = 10.0,
-                 stale_seconds: float = 60.0) -> None:
+                 stale_seconds: float = 60.0, runs_jobs: bool = True) -> None:
         self.store = store
+        # False on serve-only replicas: jobs stay queued in SQL until a worker claims them.
+        self.runs_jobs = runs_jobs
         self.progress_every = progress_every
         self.heartbeat_seconds = heartbeat_seconds
         self.stale_seconds = stale_seconds
@@ -179,8 +215,13 @@ class RecordedJobs:
         return job_id
 
     def run(self, job_id: str, work: Callable[[Callable[[str, int, int | None], None]], dict[str, Any]]) -> None:
-        """Run ``work(progress)`` now, recording progress (throttled) and the outcome or the error."""
-        self.store.update_job(job_id, status="running", stage="starting")
+        """Claim the queued job and run ``work(progress)``, recording progress (throttled) and the outcome.
+
+        The claim is a compare-and-swap (queued -> running), so a job is run once even when the process
+        that created it and a worker's ticker both try.
+        """
+        if not self.store.claim_job(job_id, self.owner):
+            return
         last = [0.0]
 
         def progress(stage: str, done: int, total: int | None) -> None:
@@ -201,5 +242,8 @@ class RecordedJobs:
         self.store.update_job(job_id, status="succeeded", stage="done", result=result)
 
     def start(self, job_id: str, work: Callable[[Callable[[str, int, int | None], None]], dict[str, Any]]) -> None:
+        """Run the job in a background thread here, or leave it queued for a worker (serve-only role)."""
+        if not self.runs_jobs:
+            return
         threading.Thread(target=self.run, args=(job_id, work), name=f"labelloop-job-{job_id[:8]}",
                          daemon=True).start()

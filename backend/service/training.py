@@ -10,6 +10,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,7 +32,7 @@ from backend.store.artifacts import ModelStore
 from backend.store.schema import Iteration, Project
 from model.difficulty import DifficultyThresholds, bucket, bucket_counts, fit_thresholds
 from model.queue import get_queue
-from model.scoring import Scored, order, score, score_batches
+from model.scoring import Ordered, Scored, order, score, score_batches
 from model.stopping import StopRule, mean_normalised_uncertainty, stable_sample
 from model.thresholds import precision_coverage_curve
 from model.uncertainty import AcquisitionFunction, get_strategy
@@ -102,8 +103,11 @@ def validation_split(data: Collected, fraction: float) -> tuple[set[int], str]:
 
     Tasks whose chosen annotation is marked ground truth form the validation split when there are any
     (and some labelled tasks are left to train on): a team's reviewed gold set is the yardstick it
-    trusts. Otherwise the deterministic hash split by task id. Either way the same tasks stay out in
-    every iteration, so metrics are comparable across iterations.
+    trusts. Otherwise the random validation stream: the tasks whose id hash falls under ``fraction``.
+    Every round places those tasks at random positions of the queue rather than where the model's
+    uncertainty would put them (see :func:`model.scoring.order`), so the ones annotators label are a
+    random sample of the pool, not the hard cases the strategy picked. The hash is fixed, so every
+    worker, every restart and every round agree on the same tasks, and none of them is ever trained on.
     """
     if fraction <= 0:
         return set(), "none"
@@ -114,7 +118,7 @@ def validation_split(data: Collected, fraction: float) -> tuple[set[int], str]:
     }
     if gold and len(gold) < len(ids):
         return gold, "ground_truth"
-    return {t for t in ids if in_validation(t, fraction)}, "hash"
+    return {t for t in ids if in_validation(t, fraction)}, "random_stream"
 
 
 @dataclass
@@ -197,6 +201,32 @@ def evaluate_split(estimator: Any, strategy: AcquisitionFunction, spec: TaskType
     )
 
 
+class StepTimer:
+    """Wall-clock seconds per named step of a round, recorded in the iteration's history (metrics.timings)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = round(self.seconds.get(name, 0.0) + time.perf_counter() - start, 4)
+
+
+def score_rows(pool_ids: list[int], pool: Scored, queued: Ordered, difficulty: np.ndarray,
+               stream: np.ndarray) -> list[dict[str, Any]]:
+    """One history row per pool task: prediction, pushed score, difficulty, rank, and its queue stream."""
+    return [
+        {"task_id": tid, "predicted": labels, "score": float(s), "uncertainty": float(u), "difficulty": str(d),
+         "rank": int(r), "stream": "validation" if v else "active"}
+        for tid, labels, s, u, d, r, v in zip(pool_ids, pool.labels, queued.scores, pool.uncertainty, difficulty,
+                                               queued.rank, stream, strict=True)
+    ]
+
+
 @dataclass(frozen=True)
 class RoundResult:
     """What a successful round records: iteration fields, the model bytes, and one row per pool task."""
@@ -249,17 +279,22 @@ class IterationRunner:
         of the project's tasks. Only versions this backend produced are touched, never those an
         auto-labelling run used (its labels would vanish), and only the few just past the window (so
         a round whose clean-up failed is caught up next time without re-deleting the whole history).
+        Failed rounds always go, whatever ``keep_versions`` says: predictions they pushed before failing,
+        and the model file they wrote.
         """
         project = self.store.get_project(project_id)
-        keep = project.rules.keep_versions if project is not None else 0
-        if keep <= 0:
+        if project is None:
             return []
+        keep = project.rules.keep_versions
         versions = self.store.versions(project_id)
         protected = self.store.autolabelled_versions(project_id)
-        stale = versions[max(0, len(versions) - keep - PRUNE_LOOKBACK) : -keep]
+        stale = versions[max(0, len(versions) - keep - PRUNE_LOOKBACK) : -keep] if keep > 0 else []
+        failed = self.store.failed_versions(project_id, PRUNE_LOOKBACK)
+        for version in failed:
+            self.models.discard(project_id, version)
         gateway = self.gateway_for(project)
         deleted = []
-        for version in stale:
+        for version in [*failed, *stale]:
             if version not in protected and gateway.delete_version(project_id, version):
                 deleted.append(version)
         if deleted:
@@ -267,49 +302,47 @@ class IterationRunner:
         return deleted
 
     def _train(self, iteration: Iteration, still_owner: Callable[[], bool]) -> RoundResult:
-        """collect -> split -> fit -> evaluate -> score and order the pool -> stop? -> publish."""
+        """read -> split -> fit -> evaluate -> score -> order -> stop? -> save -> push/publish; each step timed."""
         project = self.store.get_project(iteration.project_id)
         if project is None:
             raise TrainingError(f"project {iteration.project_id} is unknown")
         gateway = self.gateway_for(project)
         spec = parse_label_config(project.label_config or gateway.label_config(project.id))
         load_image = ImageFetcher(gateway.url, gateway.auth_headers) if spec.modality == "image" else None
-
-        policy = project.rules
-        data = collect(gateway.iter_tasks(project.id), spec)
-        split = split_inputs(data, spec, load_image, policy.validation_fraction)
+        policy, steps = project.rules, StepTimer()
+        with steps("read"):
+            data = collect(gateway.iter_tasks(project.id), spec)
+        with steps("split"):
+            split = split_inputs(data, spec, load_image, policy.validation_fraction)
         estimator = build_estimator(policy, spec, random_state=iteration.number)
-        t0 = time.perf_counter()
-        estimator.fit(split.train_x, spec.model_targets(split.train_y))
-        fit_seconds = time.perf_counter() - t0
-
+        with steps("fit"):
+            estimator.fit(split.train_x, spec.model_targets(split.train_y))
         strategy = get_strategy(policy.strategy)
-        metrics: dict[str, Any] = {"skipped": data.skipped[:100], "validation_source": split.validation_source}
+        metrics: dict[str, Any] = {"skipped": data.skipped, "validation_source": split.validation_source}
         if getattr(estimator, "calibration_reason_", None):
             metrics["calibration_reason"] = estimator.calibration_reason_
-        evaluation = evaluate_split(estimator, strategy, spec, split, metrics)
-
-        pool_ids, pool = self._score_pool(estimator, strategy, spec, data, load_image,
-                                          with_features=get_queue(policy.queue).needs_features)
-        queued = order(policy.queue, pool, random_state=iteration.number)
-        difficulty = bucket(pool.uncertainty, evaluation.thresholds.easy_below, evaluation.thresholds.hard_above)
+        with steps("evaluate"):
+            evaluation = evaluate_split(estimator, strategy, spec, split, metrics)
+        with steps("score"):
+            pool_ids, pool = self._score_pool(estimator, strategy, spec, data, load_image,
+                                              with_features=get_queue(policy.queue).needs_features)
+        with steps("order"):
+            stream = np.array([in_validation(t, policy.validation_fraction) for t in pool_ids], dtype=bool)
+            queued = order(policy.queue, pool, random_state=iteration.number, reserved=stream)
+            difficulty = bucket(pool.uncertainty, evaluation.thresholds.easy_below, evaluation.thresholds.hard_above)
         metrics["difficulty"] = {**evaluation.thresholds_json(), "counts": bucket_counts(difficulty)}
-        kappa, stop_suggested = self._stopping(project, iteration, spec, pool_ids, pool.labels)
+        with steps("stopping"):
+            kappa, stop_suggested = self._stopping(project, iteration, spec, pool_ids, pool.labels)
         metrics["stopping"] = {"threshold": policy.stop_kappa, "window": policy.stop_window,
                                "sample_size": min(len(pool_ids), STOP_SAMPLE)}
-
-        artifact, name = self.models.save(project.id, iteration.version, estimator)
-        predictions = [
-            {"task": tid, **spec.prediction(labels, score, iteration.version)}
-            for tid, labels, score in zip(pool_ids, pool.labels, queued.scores, strict=True)
-        ]
-        metrics["label_studio"] = self._publish(gateway, project, iteration, predictions, still_owner)
-        score_rows = [
-            {"task_id": tid, "predicted": labels, "score": float(s), "uncertainty": float(u),
-             "difficulty": str(d), "rank": int(r)}
-            for tid, labels, s, u, d, r in zip(pool_ids, pool.labels, queued.scores, pool.uncertainty, difficulty,
-                                                queued.rank, strict=True)
-        ]
+        with steps("save"):
+            artifact, name = self.models.save(project.id, iteration.version, estimator)
+        with steps("push"):
+            predictions = [{"task": tid, **spec.prediction(labels, score, iteration.version)}
+                           for tid, labels, score in zip(pool_ids, pool.labels, queued.scores, strict=True)]
+            metrics["label_studio"] = self._publish(gateway, project, iteration, predictions, still_owner)
+        metrics["skipped"] = data.skipped[:100]  # the reasons; n_skipped counts them all
+        metrics["timings"] = steps.seconds
         fields = {
             "labels_used": len(split.train_x) + len(split.val_x),
             "n_train": len(split.train_x),
@@ -321,14 +354,16 @@ class IterationRunner:
             "accuracy": evaluation.accuracy,
             "macro_f1": evaluation.macro_f1,
             "metrics": metrics,
-            "fit_seconds": fit_seconds,
+            "fit_seconds": steps.seconds["fit"],
             "ece": evaluation.ece,
             "calibration": str(getattr(estimator, "calibration_", "none")),
             "kappa": kappa,
             "mean_uncertainty": mean_normalised_uncertainty(pool.uncertainty) if len(pool) else None,
             "stop_suggested": stop_suggested,
         }
-        return RoundResult(fields=fields, artifact=artifact, artifact_name=name, score_rows=score_rows)
+        metrics["validation_stream"] = {"share": policy.validation_fraction, "pool_tasks": int(stream.sum())}
+        rows = score_rows(pool_ids, pool, queued, difficulty, stream)
+        return RoundResult(fields=fields, artifact=artifact, artifact_name=name, score_rows=rows)
 
     def _publish(self, gateway: LabelStudioGateway, project: Project, iteration: Iteration,
                  predictions: list[dict[str, Any]], still_owner: Callable[[], bool]) -> dict[str, Any]:

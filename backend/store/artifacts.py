@@ -46,7 +46,9 @@ class ModelStore:
         self._lock = threading.Lock()
 
     def path(self, project_id: int, version: str) -> Path:
-        return self.model_dir / "projects" / str(project_id) / f"{version}.skops"
+        """The local copy. ``.model``: the bytes are in either format persistence reads (it tells them
+        apart by content); a copy cached under the old ``.skops`` name is just fetched again from the database."""
+        return self.model_dir / "projects" / str(project_id) / f"{version}.model"
 
     def save(self, project_id: int, version: str, estimator: Any) -> tuple[bytes, str]:
         """Serialise and write the local copy; returns (bytes, file name) for the database record."""
@@ -68,6 +70,12 @@ class ModelStore:
             while len(self._cache) > self.cache_size:
                 self._cache.popitem(last=False)
         return estimator
+
+    def discard(self, project_id: int, version: str) -> None:
+        """Forget a version that will never serve (a failed round): its local file and its cache entry."""
+        with self._lock:
+            self._cache.pop((project_id, version), None)
+        self.path(project_id, version).unlink(missing_ok=True)
 
     def _read(self, project_id: int, version: str, iteration_id: int) -> bytes:
         record = self.store.artifact(iteration_id)

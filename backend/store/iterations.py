@@ -12,6 +12,9 @@ from sqlalchemy import func, insert, or_, select, update
 from backend.store.base import Database, as_utc
 from backend.store.schema import Artifact, Iteration, Project, TaskScore, utcnow
 
+#: How a round whose trainer died is marked (the start of its error).
+LOST_ROUND = "worker lost"
+
 
 class IterationStore(Database):
     # -- iterations ---------------------------------------------------------------------------
@@ -61,7 +64,7 @@ class IterationStore(Database):
             s.execute(
                 update(Iteration)
                 .where(Iteration.project_id == project_id, Iteration.status == "running")
-                .values(status="failed", finished_at=now, error="worker lost: its training lease expired")
+                .values(status="failed", finished_at=now, error=f"{LOST_ROUND}: its training lease expired")
             )
             return True
 
@@ -104,6 +107,39 @@ class IterationStore(Database):
             project.labels_since_iteration = 0
             s.flush()
             return iteration
+
+    def projects_with_lost_rounds(self, now: datetime | None = None) -> list[int]:
+        """Projects with a running round whose trainer's lease has expired (or is gone): a dead trainer."""
+        now = now or utcnow()
+        with self.session() as s:
+            return list(s.scalars(
+                select(Iteration.project_id).join(Project, Project.id == Iteration.project_id)
+                .where(Iteration.status == "running",
+                       or_(Project.lease_owner.is_(None), Project.lease_expires_at < now))
+                .distinct()
+            ))
+
+    def queue_retry_of_lost_round(self, project_id: int) -> Iteration | None:
+        """Queue one retry of the newest round that failed because its trainer died (caller holds the lease).
+
+        Nothing when a run is already queued (it covers the same labels), or when the lost round was
+        itself a retry: a round that kills its trainer every time must not loop.
+        """
+        with self.session() as s:
+            last = s.scalar(select(Iteration).where(Iteration.project_id == project_id)
+                            .order_by(Iteration.number.desc()).limit(1))
+            if last is None or last.status != "failed" or not (last.error or "").startswith(LOST_ROUND):
+                return None
+            if last.trigger == "retry":
+                return None
+        return self.request_training(project_id, "retry")
+
+    def failed_versions(self, project_id: int, limit: int) -> list[str]:
+        """The newest failed rounds' versions (their predictions may have reached Label Studio)."""
+        with self.session() as s:
+            return list(s.scalars(select(Iteration.version).where(
+                Iteration.project_id == project_id, Iteration.status == "failed"
+            ).order_by(Iteration.number.desc()).limit(limit)))
 
     def has_queued(self, project_id: int) -> bool:
         with self.session() as s:
@@ -187,6 +223,7 @@ class IterationStore(Database):
                             "uncertainty": row["uncertainty"],
                             "difficulty": row["difficulty"],
                             "rank": row["rank"],
+                            "stream": row.get("stream", "active"),
                         }
                         for row in scores
                     ],
@@ -249,17 +286,25 @@ class IterationStore(Database):
             ).all()
         return list(reversed(rows))
 
-    def predictions_of(self, iteration_id: int, task_ids: Sequence[int]) -> dict[int, list[str]]:
+    def predictions_of(self, iteration_id: int, task_ids: Sequence[int]) -> dict[int, Any]:
         """What an iteration predicted for the given tasks (those it scored), by task id."""
-        out: dict[int, list[str]] = {}
+        return {task_id: predicted for task_id, (predicted, _) in self.scored_tasks(iteration_id, task_ids).items()}
+
+    def scored_tasks(self, iteration_id: int, task_ids: Sequence[int]) -> dict[int, tuple[Any, float]]:
+        """``task id -> (prediction, pushed score)`` for the given tasks the iteration scored in its round.
+
+        Keyed by one iteration id, so a caller asking for the serving version's scores can never get
+        another version's.
+        """
+        out: dict[int, tuple[Any, float]] = {}
         with self.session() as s:
             for start in range(0, len(task_ids), 900):  # stay under SQLite's bound-parameter limit
                 chunk = list(task_ids[start : start + 900])
-                for task_id, predicted in s.execute(
-                    select(TaskScore.task_id, TaskScore.predicted).where(
+                for task_id, predicted, score in s.execute(
+                    select(TaskScore.task_id, TaskScore.predicted, TaskScore.score).where(
                         TaskScore.iteration_id == iteration_id, TaskScore.task_id.in_(chunk)
                     )
                 ):
-                    out[int(task_id)] = predicted
+                    out[int(task_id)] = (predicted, float(score))
         return out
 

@@ -82,3 +82,19 @@ class JobStore(Database):
                 query = query.where(Job.status == status)
             return s.scalars(query.order_by(Job.created_at.desc()).limit(1)).first()
 
+
+    def claim_job(self, job_id: str, owner: str) -> bool:
+        """Compare-and-swap a queued job to running for ``owner``; False if anyone claimed it first."""
+        with self.session() as s:
+            result = s.execute(
+                update(Job).where(Job.id == job_id, Job.status == "queued")
+                .values(status="running", stage="starting", worker=owner, updated_at=utcnow())
+            )
+            return result.rowcount == 1
+
+    def queued_jobs(self, older_than_seconds: float = 0.0) -> list[Job]:
+        """Jobs nobody has claimed yet, oldest first (created at least ``older_than_seconds`` ago)."""
+        cutoff = utcnow() - timedelta(seconds=older_than_seconds)
+        with self.session() as s:
+            return list(s.scalars(select(Job).where(Job.status == "queued", Job.created_at <= cutoff)
+                                  .order_by(Job.created_at)))

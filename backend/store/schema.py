@@ -141,7 +141,10 @@ class TaskScore(Base):
     """What an iteration said about each unlabelled task, and where it put it in the queue."""
 
     __tablename__ = "task_scores"
-    __table_args__ = (Index("ix_task_scores_iteration_rank", "iteration_id", "rank"),)
+    __table_args__ = (
+        Index("ix_task_scores_iteration_rank", "iteration_id", "rank"),
+        Index("ix_task_scores_iteration_task", "iteration_id", "task_id"),  # /predict answers pool tasks from here
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     iteration_id: Mapped[int] = mapped_column(ForeignKey("iterations.id", ondelete="CASCADE"))
@@ -152,6 +155,8 @@ class TaskScore(Base):
     uncertainty: Mapped[float] = mapped_column(Float)
     difficulty: Mapped[str] = mapped_column(String(10))
     rank: Mapped[int] = mapped_column(Integer)  # 1 = served first
+    # "active" (the strategy's order) or "validation" (the random validation stream, at random positions).
+    stream: Mapped[str] = mapped_column(String(12), default="active", server_default="active")
 
     iteration: Mapped[Iteration] = relationship(back_populates="scores")
 

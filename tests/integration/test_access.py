@@ -58,7 +58,7 @@ def test_setup_cannot_repoint_a_connected_project(label_studio, backend_server_f
                              json={"project": f"{project.id}.1", "schema": CONFIG, "extra_params": {"queue": "greedy"}})
         assert resp.status_code == 403 and resp.json()["field"] == "extra_params", resp.text
         resp = requests.post(f"{server.url}/setup", timeout=10,
-                             json={**attack, "hostname": label_studio.url, "access_token": "f" * 40})
+                             json={"project": f"{project.id}.1", "schema": CONFIG, "access_token": "f" * 40})
         assert resp.status_code == 403 and resp.json()["field"] == "access_token", resp.text
 
         # The next round still reads and writes the real Label Studio with the token it sent.

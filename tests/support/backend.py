@@ -45,6 +45,7 @@ class BackendServer:
         startup_timeout: float = 60.0,
         cwd: Path | str = REPO_ROOT,
         python: str = sys.executable,
+        extra_args: tuple[str, ...] = (),
     ) -> None:
         # A value of None removes that variable from the inherited environment.
         self.env = {k: (None if v is None else str(v)) for k, v in env.items()}
@@ -57,6 +58,7 @@ class BackendServer:
         self.startup_timeout = startup_timeout
         self.cwd = Path(cwd)
         self.python = python
+        self.extra_args = tuple(extra_args)
         self.startup_seconds: float | None = None
         self.returncode: int | None = None
         self._proc: subprocess.Popen | None = None
@@ -81,6 +83,7 @@ class BackendServer:
             str(self.workers),
             "--threads",
             str(self.threads),
+            *self.extra_args,
         ]
 
     @property

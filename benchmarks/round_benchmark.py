@@ -1,0 +1,127 @@
+"""One training round at a real project's size, step by step, against a real Label Studio.
+
+Everything runs for real on loopback: Label Studio 1.23.2 (the tests' venv), labelloop under gunicorn
+on the embedded SQLite database, a text project built from real text on this machine
+(benchmarks/datasets.py). For each size, a fresh project gets ``labels`` annotated tasks and ``pool``
+unlabelled ones (imported with their annotations in bulk), then ``labelloop train`` runs one round in
+the foreground. The round's own step times come from its history row (metrics.timings: read, split,
+fit, evaluate, score, order, stopping, save, push), next to the wall time of the whole command.
+
+    .venv/bin/python benchmarks/round_benchmark.py [--data docstrings] [--sizes 500:2500,1000:5000,2000:10000]
+
+Prints one row per size: labels, pool, each step's seconds, the round's total, the command's wall
+time, and how the total grew against labels + pool (1.0 = linear). Figures, not assertions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import requests
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from benchmarks import datasets  # noqa: E402
+from tests.support.backend import BackendServer  # noqa: E402
+from tests.support.labelstudio import LabelStudioServer  # noqa: E402
+
+STEPS = ("read", "split", "fit", "evaluate", "score", "order", "stopping", "save", "push")
+
+
+def label_config(classes: list[str]) -> str:
+    choices = "".join(f'<Choice value="{c}"/>' for c in classes)
+    return f'<View><Text name="text" value="$text"/><Choices name="label" toName="text">{choices}</Choices></View>'
+
+
+def make_project(ls, texts: list[str], labels: list[str], n_labelled: int, n_pool: int) -> int:
+    """A project with ``n_labelled`` annotated tasks and ``n_pool`` unlabelled ones, imported in bulk."""
+    classes = sorted(set(labels))
+    project = ls.projects.create(title=f"round-{n_labelled}-{uuid.uuid4().hex[:6]}", label_config=label_config(classes))
+    tasks = []
+    for i in range(n_labelled + n_pool):
+        task: dict = {"data": {"text": texts[i]}}
+        if i < n_labelled:
+            task["annotations"] = [{"result": [{"from_name": "label", "to_name": "text", "type": "choices",
+                                                "value": {"choices": [labels[i]]}}]}]
+        tasks.append(task)
+    for start in range(0, len(tasks), 2000):
+        ls.projects.import_tasks(id=project.id, request=tasks[start : start + 2000])
+    return int(project.id)
+
+
+def run_round(server: BackendServer, project_id: int) -> tuple[dict, float]:
+    """`labelloop train --project` in the foreground; returns the round's history row and the wall time."""
+    t0 = time.perf_counter()
+    out = subprocess.run([sys.executable, "-m", "backend.cli", "train", "--project", str(project_id)],
+                         env={**os.environ, **{k: v for k, v in server.env.items() if v is not None}}, cwd=REPO,
+                         capture_output=True, text=True, timeout=1800)
+    wall = time.perf_counter() - t0
+    if out.returncode != 0:
+        raise RuntimeError(f"labelloop train failed:\n{out.stdout}\n{out.stderr}")
+    history = requests.get(f"{server.url}/projects/{project_id}/iterations", timeout=30).json()["iterations"]
+    return history[-1], wall
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", default="docstrings", help="a data set of benchmarks/datasets.py")
+    parser.add_argument("--sizes", default="500:2500,1000:5000,2000:10000", help="labels:pool,...")
+    parser.add_argument("--json", type=Path, help="also write the rows as JSON here")
+    args = parser.parse_args()
+    sizes = [tuple(int(v) for v in size.split(":")) for size in args.sizes.split(",")]
+    need = max(a + b for a, b in sizes)
+    data = datasets.load(args.data, max_items=need)
+    if len(data.texts) < need:
+        raise SystemExit(f"data set {args.data} has {len(data.texts)} texts; the sizes need {need}")
+
+    work = Path(tempfile.mkdtemp(prefix="labelloop-round-"))
+    ls_server = LabelStudioServer().start()
+    rows = []
+    try:
+        ls = ls_server.client()
+        env = {"LABEL_STUDIO_URL": ls_server.url, "LABEL_STUDIO_API_KEY": ls_server.token,
+               "MODEL_DIR": str(work / "models"), "LABELLOOP_RETRAIN_EVERY": "1000000"}
+        with BackendServer(env, log_path=work / "backend.log") as server:
+            for n_labelled, n_pool in sizes:
+                project_id = make_project(ls, data.texts, data.labels, n_labelled, n_pool)
+                requests.post(f"{server.url}/setup", json={"project": f"{project_id}.1",
+                                                           "schema": label_config(sorted(set(data.labels)))},
+                              timeout=30).raise_for_status()
+                it, wall = run_round(server, project_id)
+                if it["status"] != "succeeded":
+                    raise RuntimeError(f"round failed: {it['error']}")
+                timings = it["metrics"]["timings"]
+                rows.append({"labels": n_labelled, "pool": n_pool, "steps": timings,
+                             "round_s": sum(timings.values()), "wall_s": wall, "accuracy": it["accuracy"]})
+                print(f"  {n_labelled} labels + {n_pool} pool: round {rows[-1]['round_s']:.1f} s "
+                      f"(wall {wall:.1f} s)", flush=True)
+    finally:
+        ls_server.stop()
+    print_table(rows)
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2) + "\n")
+
+
+def print_table(rows: list[dict]) -> None:
+    head = ["labels", "pool", *STEPS, "round s", "wall s", "growth"]
+    print(" | ".join(head))
+    base = rows[0]
+    for row in rows:
+        size_ratio = (row["labels"] + row["pool"]) / (base["labels"] + base["pool"])
+        growth = (row["round_s"] / base["round_s"]) / size_ratio
+        cells = [str(row["labels"]), str(row["pool"]), *(f"{row['steps'].get(s, 0.0):.2f}" for s in STEPS),
+                 f"{row['round_s']:.1f}", f"{row['wall_s']:.1f}", f"{growth:.2f}"]
+        print(" | ".join(cells))
+
+
+if __name__ == "__main__":
+    main()
