@@ -126,8 +126,9 @@ class Settings(BaseModel):
     lease_seconds: int = 120
     # How often each serving worker looks for due timers and orphaned queued iterations.
     tick_seconds: float = 5.0
-    # Predictions pushed to Label Studio per API call.
-    push_batch_size: int = 500
+    # Predictions pushed to Label Studio per API call: small, so one write transaction in Label Studio (its
+    # SQLite database locks for the whole batch) never holds annotators' submits for long.
+    push_batch_size: int = Field(default=100, ge=1)
     # Request limits (backend/web/). A body over max_body_bytes is refused with 413 before it is read; /predict
     # takes at most max_predict_tasks tasks (Label Studio gives up on a request after 100 s) and scores them
     # predict_batch_size at a time so a worker's memory stays bounded; a webhook's payload is stored trimmed to
@@ -207,6 +208,8 @@ class Settings(BaseModel):
             raw["max_projects"] = get("LABELLOOP_MAX_PROJECTS")
         if get("LABELLOOP_LEASE_SECONDS"):
             raw["lease_seconds"] = get("LABELLOOP_LEASE_SECONDS")
+        if get("LABELLOOP_PUSH_BATCH_SIZE"):
+            raw["push_batch_size"] = get("LABELLOOP_PUSH_BATCH_SIZE")
         if get("LABELLOOP_TICK_SECONDS"):
             raw["tick_seconds"] = get("LABELLOOP_TICK_SECONDS")
         for name, key in (("LABELLOOP_MAX_BODY_BYTES", "max_body_bytes"),

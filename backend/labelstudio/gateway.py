@@ -7,10 +7,17 @@ iteration can be marked failed with a reason a person can act on.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from label_studio_sdk import LabelStudio
+
+#: After each pushed batch, pause this many times as long as the batch took (Label Studio's write lock is free then).
+PUSH_YIELD = 0.5
+#: Tries per batch, and the first pause between them (doubling).
+PUSH_ATTEMPTS = 4
+PUSH_BACKOFF_SECONDS = 0.5
 
 
 class LabelStudioError(RuntimeError):
@@ -69,18 +76,36 @@ class LabelStudioGateway:
             raise LabelStudioError(f"reading project {project_id} failed: {exc}") from exc
 
     def import_predictions(self, project_id: int, predictions: Sequence[dict[str, Any]], batch_size: int) -> int:
-        """Push predictions ({task, result, score, model_version}) in batches; returns how many."""
+        """Push predictions ({task, result, score, model_version}) in batches, paced; returns how many.
+
+        Label Studio writes each batch in one transaction; on its default SQLite database that holds
+        the write lock, and an annotator's submit or "next task" meanwhile fails with "database is
+        locked". So batches stay small, after each one the push pauses for ``PUSH_YIELD`` times as long
+        as the batch took (annotators' writes get in between), and a failed batch is retried with
+        backoff before the round gives up.
+        """
         pushed = 0
         for start in range(0, len(predictions), batch_size):
             chunk = list(predictions[start : start + batch_size])
-            try:
-                self.client.projects.import_predictions(id=project_id, request=chunk)
-            except Exception as exc:
-                raise LabelStudioError(
-                    f"pushing predictions {start}..{start + len(chunk)} to project {project_id} failed: {exc}"
-                ) from exc
+            began = time.monotonic()
+            self._with_retries(lambda c=chunk: self.client.projects.import_predictions(id=project_id, request=c),
+                               f"pushing predictions {start}..{start + len(chunk)} to project {project_id}")
             pushed += len(chunk)
+            if pushed < len(predictions):
+                time.sleep(PUSH_YIELD * (time.monotonic() - began))
         return pushed
+
+    @staticmethod
+    def _with_retries(call: Callable[[], Any], what: str, attempts: int = PUSH_ATTEMPTS) -> Any:
+        """``call()``, retried with exponential backoff; LabelStudioError naming ``what`` after the last try."""
+        for attempt in range(attempts):
+            try:
+                return call()
+            except Exception as exc:  # the SDK raises ApiError, httpx errors, ...
+                if attempt + 1 == attempts:
+                    raise LabelStudioError(f"{what} failed after {attempts} attempts: {exc}") from exc
+                time.sleep(PUSH_BACKOFF_SECONDS * 2**attempt)
+        raise AssertionError("unreachable")
 
     def delete_version(self, project_id: int, version: str) -> int:
         """Delete every prediction of ``version`` in the project; returns how many went.
