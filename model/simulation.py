@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 from sklearn.model_selection import train_test_split
 
+from model.custom import BringYourOwn, is_factory_spec
 from model.estimators import make_estimator
 from model.evaluation import evaluate
 from model.queue import QUEUES, get_queue
@@ -234,9 +235,7 @@ def run_curve(
 
     accuracy: list[float] = []
     for round_index, n_labels in enumerate(grid):
-        estimator = make_estimator(
-            arm.estimator_strategy, modality, classes, False, random_state=seed * 1000 + round_index, **params
-        )
+        estimator = arm_estimator(arm.estimator_strategy, modality, classes, seed * 1000 + round_index, params)
         estimator.fit([X_pool[i] for i in labelled], [y_pool[i] for i in labelled])
         predicted = labels_from_proba(estimator.classes_, estimator.predict_proba(X_test), multi_label=False)
         test_accuracy = float(evaluate(y_test, [row[0] for row in predicted], classes)["accuracy"])
@@ -257,6 +256,15 @@ def run_curve(
         labelled.extend(int(i) for i in picked)
         unlabelled_mask[picked] = False
     return {"labels": grid, "accuracy": accuracy}
+
+
+def arm_estimator(strategy: str, modality: str, classes: Sequence[str], random_state: int,
+               params: dict[str, Any]) -> Any:
+    """The server's estimator for the arm: a built-in kind, or a user's factory (``model=path.py:make``)."""
+    model = str(params.get("model", ""))
+    if is_factory_spec(model):
+        return BringYourOwn(factory=model, classes=list(classes), random_state=random_state)
+    return make_estimator(strategy, modality, classes, False, random_state=random_state, **params)
 
 
 # ----------------------------------------------------------------------------- summaries

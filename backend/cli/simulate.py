@@ -663,9 +663,15 @@ def _plan_from_args(args: argparse.Namespace, settings: Any) -> Plan:
                 test_size=args.test_size, model_params=dict(args.model_param))
     pool_size = len(data.labels) - _test_count(len(data.labels), args.test_size)
     simulation.label_grid(args.initial, args.batch_size, args.budget, pool_size)  # validates the numbers
-    from model.estimators import make_estimator
+    from model.custom import BringYourOwn, FactoryError, make_user_estimator
 
-    make_estimator(arms[0].estimator_strategy, data.modality, data.classes, False, **plan.model_params)
+    estimator = simulation.arm_estimator(arms[0].estimator_strategy, data.modality, data.classes, 0,
+                                         plan.model_params)
+    if isinstance(estimator, BringYourOwn):  # a factory that cannot build is refused before any curve runs
+        try:
+            make_user_estimator(estimator.factory)
+        except FactoryError as exc:
+            raise SimulationInputError(str(exc)) from exc
     return plan
 
 

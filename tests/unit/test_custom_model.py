@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import textwrap
 from pathlib import Path
@@ -126,3 +127,22 @@ def test_a_user_model_trains_predicts_queues_and_autolabels(byo_app) -> None:
     started = client.post("/projects/1/autolabel", json={"target_precision": 0.5})
     job = wait_for_job(client, started.get_json()["job_id"])
     assert job["status"] == "succeeded", job["error"]
+
+
+def test_simulate_runs_a_user_model_against_random(user_file, tmp_path) -> None:
+    from backend.cli.main import main
+    from tests.support.corpus import LABELS, TEXTS
+
+    data = tmp_path / "data.jsonl"
+    rows = [{"text": t, "label": y} for t, y in zip(TEXTS * 4, LABELS * 4, strict=True)]
+    data.write_text("\n".join(json.dumps(r) for r in rows))
+    out = tmp_path / "curve.json"
+    code = main(["simulate", "--data", str(data), "--strategies", "margin+greedy", "--initial", "6",
+                 "--batch-size", "6", "--budget", "24", "--seeds", "2", "--model-param", f"model={user_file}:make",
+                 "--json", str(out)])
+    assert code == 0
+    report = json.loads(out.read_text())
+    assert report["config"]["model_params"]["model"] == f"{user_file}:make"
+    assert set(report["strategies"]) >= {"margin+greedy", "random"}
+    assert main(["simulate", "--data", str(data), "--budget", "24", "--initial", "6", "--batch-size", "6",
+                 "--model-param", f"model={user_file}:broken"]) != 0
