@@ -22,6 +22,7 @@ from backend.labelstudio.gateway import LabelStudioGateway
 from backend.labelstudio.images import ImageFetcher
 from backend.labelstudio.labelconfig import parse_label_config
 from backend.labelstudio.tasks import BadInput, pick_annotation, task_input
+from backend.service.models import trusted_types
 from backend.store import Store
 from backend.store.artifacts import ModelStore
 from backend.store.schema import Project
@@ -99,7 +100,8 @@ def run_autolabel(
     gateway = gateway_for(project)
     spec = parse_label_config(project.label_config or gateway.label_config(project.id))
     load_image = ImageFetcher(gateway.url, gateway.auth_headers) if spec.modality == "image" else None
-    estimator = models.load(project.id, state.version, state.iteration_id)
+    estimator = models.load(project.id, state.version, state.iteration_id,
+                            trusted_types(state.model, state.trusted_types))
     strategy = get_strategy(state.strategy)
 
     report("reading tasks", 0, None)

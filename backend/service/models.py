@@ -13,7 +13,15 @@ from typing import Any
 from backend.config import ProjectPolicy
 from backend.labelstudio.tasktypes import ChoicesTask
 from backend.service.access import Forbidden
-from model.custom import BringYourOwn, FactoryError, is_factory_spec, make_user_estimator
+from model import persistence
+from model.custom import (
+    BringYourOwn,
+    FactoryError,
+    is_factory_spec,
+    load_factory,
+    make_user_estimator,
+    trusted_type_names,
+)
 from model.estimators import make_estimator
 from model.uncertainty import get_strategy
 
@@ -28,6 +36,29 @@ def build_estimator(policy: ProjectPolicy, spec: ChoicesTask, random_state: int 
         params["model"] = policy.model
     return make_estimator(policy.strategy, spec.modality, list(spec.labels), spec.multi_label,
                           random_state=random_state, **params)
+
+
+def trusted_types(model: str, declared: Sequence[str]) -> list[str]:
+    """The class names a project's model file may hold beyond labelloop's own, as persistence wants them.
+
+    For a factory this also imports the user's module, so the classes it defines resolve on load.
+    """
+    if not is_factory_spec(model):
+        return []
+    load_factory(model)
+    return trusted_type_names(model, declared)
+
+
+def verify_loadable(artifact: bytes, model: str, declared: Sequence[str]) -> None:
+    """Refuse, at the round that wrote it, a bring-your-own model file that could not be loaded to serve."""
+    if not is_factory_spec(model):
+        return
+    try:
+        persistence.loads(artifact, trusted_types(model, declared))
+    except persistence.UntrustedModelError as exc:
+        raise FactoryError(f"model {model!r} holds types labelloop does not trust: {', '.join(exc.types)}; "
+                           "declare them in trusted_types (extra params) or LABELLOOP_TRUSTED_TYPES "
+                           "(a bare class name means one defined in the model's file)") from exc
 
 
 def check_custom_model(policy: ProjectPolicy, allowed: Sequence[str]) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 from backend.labelstudio.labelconfig import TaskType, cached_spec
 from backend.labelstudio.tasks import ImageLoader, task_input, task_inputs
 from backend.service.container import Services
+from backend.service.models import trusted_types
 from model.scoring import score_batches
 from model.uncertainty import get_strategy
 
@@ -50,7 +51,8 @@ def predict_tasks(services: Services, project_id: int, tasks: list[dict[str, Any
             batches: Iterator[Sequence[Any]] = (inputs[i:i + size] for i in range(0, len(inputs), size))
         else:  # images are fetched and decoded one batch at a time
             batches = input_batches(tasks, todo, spec, services.image_loader(project_id), size)
-        estimator = services.models.load(project_id, state.version, state.iteration_id)
+        estimator = services.models.load(project_id, state.version, state.iteration_id,
+                                         trusted_types(state.model, state.trusted_types))
         scored = score_batches(estimator, get_strategy(state.strategy), batches)
         for i, lab, s in zip(todo, scored.labels, scored.confidence, strict=True):
             results[i] = spec.prediction(lab, s, state.version)

@@ -26,7 +26,7 @@ from backend.labelstudio.tasks import (
     task_input,
 )
 from backend.labelstudio.tasktypes import TaskType
-from backend.service.models import build_estimator
+from backend.service.models import build_estimator, verify_loadable
 from backend.store import Store
 from backend.store.artifacts import ModelStore
 from backend.store.schema import Iteration, Project
@@ -337,6 +337,7 @@ class IterationRunner:
                                "sample_size": min(len(pool_ids), STOP_SAMPLE)}
         with steps("save"):
             artifact, name = self.models.save(project.id, iteration.version, estimator)
+            verify_loadable(artifact, policy.model, policy.trusted_types)
         with steps("push"):
             predictions = [{"task": tid, **spec.prediction(labels, score, iteration.version)}
                            for tid, labels, score in zip(pool_ids, pool.labels, queued.scores, strict=True)]

@@ -12,6 +12,7 @@ import os
 import tempfile
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,14 +58,17 @@ class ModelStore:
         write_atomic(path, data)
         return data, path.name
 
-    def load(self, project_id: int, version: str, iteration_id: int) -> Any:
-        """The estimator of a published version: memory, else local file (checked), else database."""
+    def load(self, project_id: int, version: str, iteration_id: int, trusted: Sequence[str] = ()) -> Any:
+        """The estimator of a published version: memory, else local file (checked), else database.
+
+        ``trusted``: class names a bring-your-own model's file may hold (see model.persistence.loads).
+        """
         key = (project_id, version)
         with self._lock:
             if key in self._cache:
                 self._cache.move_to_end(key)
                 return self._cache[key]
-        estimator = persistence.loads(self._read(project_id, version, iteration_id))
+        estimator = persistence.loads(self._read(project_id, version, iteration_id), trusted)
         with self._lock:
             self._cache[key] = estimator
             while len(self._cache) > self.cache_size:

@@ -146,3 +146,46 @@ def test_simulate_runs_a_user_model_against_random(user_file, tmp_path) -> None:
     assert set(report["strategies"]) >= {"margin+greedy", "random"}
     assert main(["simulate", "--data", str(data), "--budget", "24", "--initial", "6", "--batch-size", "6",
                  "--model-param", f"model={user_file}:broken"]) != 0
+
+
+CUSTOM_CLASS = """
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+
+
+class Shout(BaseEstimator, TransformerMixin):
+    def fit(self, X, y=None):
+        return self
+
+    def transform(self, X):
+        return [str(x).upper() for x in X]
+
+
+def make():
+    return make_pipeline(Shout(), TfidfVectorizer(lowercase=False), LogisticRegression())
+"""
+
+
+def test_a_user_class_must_be_declared_trusted_before_it_is_stored(byo_app, tmp_path) -> None:
+    client, services, _, _ = byo_app
+    path = tmp_path / "shout.py"
+    path.write_text(CUSTOM_CLASS)
+    spec = f"{path}:make"
+    services.settings.custom_models.append(spec)
+    assert setup_project(client, extra_params={"model": spec}).status_code == 200
+    client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 1}})
+    failed = wait_for_iteration(services, 1, 1)
+    assert failed.status == "failed" and "Shout" in failed.error and "trusted_types" in failed.error
+    assert services.store.serving_state(1).version is None  # nothing half-trusted serves
+
+    # Another project that declares the class (a bare name: defined in the model's own file).
+    resp = setup_project(client, project="2.1", extra_params={"model": spec, "trusted_types": ["Shout"]})
+    assert resp.status_code == 200, resp.get_json()
+    client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 2}})
+    it = wait_for_iteration(services, 2, 1)
+    assert it.status == "succeeded", it.error
+    services.models._cache.clear()  # a fresh worker: load from the stored bytes
+    body = client.post("/predict", json={"project": "2.1", "tasks": [{"id": 1, "data": {"text": "superb"}}]})
+    assert body.status_code == 200 and body.get_json()["model_version"] == "it-1"
