@@ -10,7 +10,7 @@ The members share one fitted feature extractor (owned by the estimator) instead 
 fitting its own: that keeps the committee's cost at ``size`` solver runs, its model file at
 one vocabulary, and the members' columns aligned.
 
-Heads are plain dicts of sklearn estimators and numpy arrays, which skops stores natively.
+Heads are plain dicts of sklearn estimators and numpy arrays, which model.persistence stores natively.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Feature extractors: raw task payloads (strings, pixel arrays) -> numeric matrices.
 
 All extractors are plain scikit-learn transformers built only from library classes, numpy
-arrays and module-level code, so a fitted model survives a skops round-trip without pickle.
+arrays and module-level code, so a fitted model survives a model.persistence round-trip without pickle.
 
 * text: :func:`make_text_features` (word + character tf-idf);
 * images: :class:`RBFImageFeatures` (the default: an RBF-kernel feature map over
@@ -21,7 +21,7 @@ from sklearn.metrics.pairwise import rbf_kernel
 from sklearn.pipeline import FeatureUnion
 from sklearn.utils import check_random_state
 
-# Caps on vocabulary size. They bound the serialised model (the vocabulary dominates the skops
+# Caps on vocabulary size. They bound the serialised model (the vocabulary dominates the model
 # file) and predict latency on big projects; for the corpora a labelling project produces they
 # are rarely reached, and when they are, the most frequent n-grams are the ones kept.
 MAX_WORD_FEATURES = 50_000

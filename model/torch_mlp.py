@@ -5,7 +5,7 @@ Used by :class:`model.estimators.ChoiceClassifier` with ``model="mlp"``; arrays 
 Design decisions, and why:
 
 * **Weights live in numpy arrays** (a ``dict[str, np.ndarray]``), never in a torch module or
-  a pickle. The estimator stores that dict, so skops serialises it like any other array and a
+  a pickle. The estimator stores that dict, so model.persistence stores it like any other array and a
   model file cannot run code when loaded. Inference rebuilds tensors with ``torch.from_numpy``
   (zero-copy on the CPU), which costs microseconds.
 * **Functional network, explicit generators.** Initialisation and shuffling use a seeded numpy

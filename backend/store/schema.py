@@ -162,7 +162,8 @@ class TaskScore(Base):
 
 
 class Artifact(Base):
-    """The fitted model of a succeeded iteration, in skops format.
+    """The fitted model of a succeeded iteration, in model.persistence's native format (skops for older
+    files and for bring-your-own models the native format cannot express).
 
     Kept in the database (not only on a local disk) so a serving replica on another machine can load
     what a training worker produced; MODEL_DIR holds a local cache written by temp file + rename.
