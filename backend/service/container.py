@@ -7,6 +7,8 @@ once, from the process settings; routes and commands only call into it.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from backend.config import Settings
@@ -15,6 +17,7 @@ from backend.labelstudio.gateway import LabelStudioGateway
 from backend.labelstudio.images import ImageFetcher
 from backend.service.access import Forbidden, same_secret
 from backend.service.autolabel import AutolabelRequest, run_autolabel
+from backend.service.journal import WebhookJournal
 from backend.service.scheduling import RecordedJobs, TrainingJobs
 from backend.service.training import IterationRunner
 from backend.store import Store
@@ -44,6 +47,11 @@ class Services:
         self._gateways: dict[tuple[str, str], LabelStudioGateway] = {}
         # Late-bound so tests (and future plug-ins) can swap how a project reaches Label Studio.
         runner = IterationRunner(store, self.models, lambda p: self.gateway_for(p), settings.push_batch_size)
+        # Webhooks that arrived while the database was down (see journal.py); the web layer installs
+        # how to replay one (`replay_webhook`), so this layer never imports it.
+        self.journal = WebhookJournal(Path(settings.model_dir) / "journal")
+        self.replay_webhook: Callable[[dict[str, Any]], None] | None = None
+        self.is_outage: Callable[[Exception], bool] = lambda exc: False
         trains = settings.role != "serve"
         self.jobs = TrainingJobs(store, runner, settings.lease_seconds, trains=trains)
         self.background = RecordedJobs(store, runs_jobs=trains)
@@ -53,6 +61,8 @@ class Services:
 
         ``background=False`` does the work in the calling thread (``labelloop worker --once``).
         """
+        if self.replay_webhook is not None:
+            self.journal.replay(self.replay_webhook, self.is_outage)
         self.jobs.tick(background)
         if not self.background.runs_jobs:
             return

@@ -56,6 +56,8 @@ def create_app(settings: Settings | None = None, *, start_jobs: bool = True, mig
     app.register_error_handler(UnsupportedConfig, _unsupported)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected)
+    services.replay_webhook = lambda body: protocol.replay_webhook(services, body)
+    services.is_outage = protocol.database_unavailable
     app.register_blueprint(protocol.bp)
     app.register_blueprint(history.bp)
     return app

@@ -11,6 +11,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
+from sqlalchemy.exc import InterfaceError, OperationalError
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from backend.labelstudio.labelconfig import UnsupportedConfig, cached_spec
@@ -127,22 +128,44 @@ def webhook() -> tuple[Response, int] | Response:
     """
     svc = services()
     record = WebhookRecord(svc.store, svc.settings.max_event_bytes)
+    body: dict[str, Any] | None = None
     try:
-        return handle_webhook(svc, record)
+        body = json_body()
+        return jsonify(handle_webhook(svc, record, body))
     except Exception as exc:
+        if body is not None and database_unavailable(exc):
+            # Label Studio never resends a webhook: keep it on disk and replay it when the database is back.
+            svc.journal.append(body)
+            log.warning("database unavailable (%s): webhook journaled for replay", type(exc).__name__)
+            return jsonify(status="journaled", reason="database unavailable; kept and replayed when it is back"), 202
         record.failed(exc)
         raise
 
 
-def handle_webhook(svc: Services, record: WebhookRecord) -> tuple[Response, int] | Response:
-    body = json_body()
+def replay_webhook(svc: Services, body: dict[str, Any]) -> None:
+    """A journaled webhook, handled as it would have been live (errors recorded the same way)."""
+    record = WebhookRecord(svc.store, svc.settings.max_event_bytes)
+    try:
+        handle_webhook(svc, record, body)
+    except Exception as exc:
+        if not database_unavailable(exc):
+            record.failed(exc)
+        raise
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """The database could not be reached or was busy (as opposed to a bad request or a bug)."""
+    return isinstance(exc, (OperationalError, InterfaceError))
+
+
+def handle_webhook(svc: Services, record: WebhookRecord, body: dict[str, Any]) -> dict[str, Any]:
     record.parsed(body)
     action = text_field(body.get("action"), "action", max_chars=ACTION_CHARS, required=True)
     assert action is not None
     project = body.get("project")
     if project is None:
         record.record(None, error="no project in payload")
-        return jsonify(status="ignored", reason="no 'project' in payload")
+        return {"status": "ignored", "reason": "no 'project' in payload"}
     project_id = project_id_from(project, "project")
     config = label_config_field(project.get("label_config"), "project.label_config") \
         if isinstance(project, dict) else None
@@ -165,8 +188,8 @@ def handle_webhook(svc: Services, record: WebhookRecord) -> tuple[Response, int]
         queued = svc.jobs.trigger(project_id, "START_TRAINING")
     elif n_labels and counter >= state.retrain_every:
         queued = svc.jobs.trigger(project_id, "labels")
-    return jsonify(status="ok", action=action, labels_since_iteration=counter,
-                   queued=queued.version if queued else None)
+    return {"status": "ok", "action": action, "labels_since_iteration": counter,
+            "queued": queued.version if queued else None}
 
 
 class WebhookRecord:

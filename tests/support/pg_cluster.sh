@@ -3,6 +3,8 @@
 #
 #   tests/support/pg_cluster.sh start DIR   # initdb + start; prints the SQLAlchemy URL on stdout
 #   tests/support/pg_cluster.sh stop DIR    # stop (fast) and delete DIR
+#   tests/support/pg_cluster.sh pause DIR   # stop the server, keep its data (an outage)
+#   tests/support/pg_cluster.sh resume DIR  # start it again on the same port
 #
 # The URL is for role "labelloop" (password "labelloop", CREATEDB) on database "postgres", e.g.
 #   export LABELLOOP_TEST_POSTGRES_URL="$(tests/support/pg_cluster.sh start /tmp/labelloop-pg)"
@@ -13,7 +15,7 @@ set -euo pipefail
 cmd="${1:-}"
 dir="${2:-}"
 if [[ -z "$cmd" || -z "$dir" ]]; then
-  echo "usage: $0 start|stop DIR" >&2
+  echo "usage: $0 start|stop|pause|resume DIR" >&2
   exit 2
 fi
 
@@ -94,8 +96,16 @@ CONF
     fi
     rm -rf "$dir"
     ;;
+  pause)
+    bindir="$(pg_bindir)"
+    as_pg "$bindir/pg_ctl" -D "$dir/data" -m fast -w -t 30 stop >/dev/null
+    ;;
+  resume)
+    bindir="$(pg_bindir)"
+    as_pg "$bindir/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start >/dev/null
+    ;;
   *)
-    echo "usage: $0 start|stop DIR" >&2
+    echo "usage: $0 start|stop|pause|resume DIR" >&2
     exit 2
     ;;
 esac

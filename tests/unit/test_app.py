@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from backend.config import ProjectPolicy, Settings
+from backend.config import Settings
 from backend.labelstudio.gateway import LabelStudioError
 from backend.web.app import create_app
 
@@ -71,24 +71,6 @@ class FakeGateway:
 
     def publish_version(self, project_id: int, version: str, uncertainty_sampling: bool) -> None:
         self.published.append((project_id, version, uncertainty_sampling))
-
-
-@pytest.fixture
-def app_env(tmp_path):
-    settings = Settings(
-        model_dir=tmp_path / "models",
-        database_url=f"sqlite:///{tmp_path / 'db.sqlite3'}",
-        policy=ProjectPolicy(retrain_every=3, validation_fraction=0.25),
-        label_studio_url="http://label-studio.invalid",
-        label_studio_api_key="x" * 40,
-    )
-    app = create_app(settings, start_jobs=False, migrate=True)
-    services = app.extensions["labelloop"]
-    gateway = FakeGateway(make_tasks(24, 10))
-    services.gateway_for = lambda project: gateway
-    yield app.test_client(), services, gateway
-    services.jobs.stop()
-    services.store.dispose()
 
 
 def setup_project(client, project: str = "1.1700000000", **extra) -> Any:
