@@ -107,6 +107,26 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _print_threshold(project: int, out: dict[str, Any]) -> None:
+    """What the threshold promises, on how many labelled rows, and what to do when it cannot promise."""
+    threshold = "none certifies the target" if out["threshold"] is None else f"{out['threshold']:.4f}"
+    print(f"project {project}, model {out['model_version']}: {out['n_predicted']} of {out['n_tasks']} tasks "
+          f"predicted, {out['n_pushed']} predictions pushed ({out['n_already_predicted']} already there)")
+    rows = f"{out['n_threshold_rows']} labelled rows ({out['n_validation']} validation, " \
+           f"{out['n_crossfit_rows']} cross-fitted)"
+    print(f"target precision {out['target_precision']:.3f} ({out['rule']} rule): threshold {threshold}, "
+          f"chosen on {rows}")
+    if out["validation_precision_lower"] is not None and out["rule"] == "guaranteed":
+        print(f"  precision >= {out['validation_precision_lower']:.3f} with {out['confidence_level']:.0%} confidence "
+              f"(measured {_fmt(out['validation_precision'])} on the {out['n_validation_selected']} rows at or above)")
+    elif out["rule"] == "point" and out["threshold"] is not None:
+        print(f"  measured precision {_fmt(out['validation_precision'])} on {out['n_validation_selected']} rows: "
+              "an estimate with no guarantee")
+    if out["more_labels_estimate"]:
+        print(f"  nothing auto-labelled: roughly {out['more_labels_estimate']} more labels would let the target be "
+              "certified (a rough estimate)")
+
+
 def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
@@ -186,7 +206,8 @@ def _autolabel(args: argparse.Namespace, settings: Settings) -> int:
         task_ids = _read_task_ids(args.tasks) if args.tasks else None
         request = AutolabelRequest(project_id=args.project, target_precision=args.target_precision, view=args.view,
                                    task_ids=task_ids, create_view=not args.no_view,
-                                   confidence_level=args.confidence_level)
+                                   confidence_level=args.confidence_level, rule=args.rule,
+                                   crossfit=not args.no_crossfit)
     except (OSError, ValueError, AutolabelError) as exc:
         print(f"labelloop autolabel: {exc}", file=sys.stderr)
         return 2
@@ -225,18 +246,7 @@ def _autolabel(args: argparse.Namespace, settings: Settings) -> int:
     if args.needs_review:
         with open(args.needs_review, "w") as fh:
             fh.writelines(f"{t}\n" for t in out["needs_review"])
-    threshold = "none reaches the target" if out["threshold"] is None else f"{out['threshold']:.4f}"
-    print(f"project {args.project}, model {out['model_version']}: {out['n_predicted']} of {out['n_tasks']} tasks "
-          f"predicted, {out['n_pushed']} predictions pushed ({out['n_already_predicted']} already there)")
-    print(f"target precision {out['target_precision']:.3f}: threshold {threshold} "
-          f"(validation precision {_fmt(out['validation_precision'])} on the {out['n_validation_selected']} of "
-          f"{out['n_validation']} validation tasks at or above it)")
-    if out["validation_precision_lower"] is not None:  # the bound is at 95 % unless a level was asked for
-        level = out["confidence_level"] or 0.95
-        print(f"  precision >= {out['validation_precision_lower']:.3f} with {level:.0%} confidence")
-    if out["threshold"] is not None and out["n_validation_selected"] < 30:
-        print(f"  note: only {out['n_validation_selected']} validation tasks back this precision; it is a rough "
-              "estimate until the validation split grows")
+    _print_threshold(args.project, out)
     print(f"coverage {out['coverage']:.1%}: auto-labelled without review; {len(out['needs_review'])} tasks need review"
           + (f" (Label Studio tab {out['needs_review_view']})" if out["needs_review_view"] else ""))
     print(f"  ({out['coverage_definition']})")
@@ -303,9 +313,13 @@ def build_parser() -> argparse.ArgumentParser:
     scope.add_argument("--tasks", help="only these tasks: a file with a JSON list of ids or one id per line")
     auto.add_argument("--target-precision", type=float, default=0.95,
                       help="precision the auto-labelled share must reach on the validation split (default 0.95)")
+    auto.add_argument("--rule", choices=("guaranteed", "point"), default="guaranteed",
+                      help="guaranteed (default): precision certified at --confidence-level; point: the measured "
+                           "precision, an estimate with no guarantee")
+    auto.add_argument("--no-crossfit", action="store_true",
+                      help="choose the threshold on the validation split only (no cross-fitted training rows)")
     auto.add_argument("--confidence-level", type=float,
-                      help="require the precision's lower confidence bound at this level (e.g. 0.95), not the "
-                           "measured precision, to reach the target: a guarantee instead of an estimate")
+                      help="the guarantee's confidence for the guaranteed rule (default 0.95)")
     auto.add_argument("--json", help="write the outcome as JSON to this file")
     auto.add_argument("--needs-review", help="write the ids of the tasks that need review to this file")
     auto.add_argument("--no-view", action="store_true", help="do not create a 'needs review' tab in Label Studio")

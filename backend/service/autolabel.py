@@ -1,9 +1,12 @@
 """Auto-labelling a test set: predict every task in scope, push the predictions, say which to trust.
 
-The threshold comes from the serving iteration's validation split (stored with the iteration, so it
-belongs to exactly the model version that labels): the lowest confidence at which the validated
-precision reaches the target. Tasks at or above it are auto-labelled; the rest are listed as
-"needs review" (a task-id list, and a saved Data Manager tab in Label Studio).
+The threshold holds the target precision with a finite-sample guarantee (model.thresholds: fixed-
+sequence Clopper-Pearson tests at 95 % confidence) on every honest prediction there is: the serving
+iteration's validation rows (scored by the model that labels, which never trained on them) and
+cross-fitted rows over the training labels (each scored by a model fitted, calibration included, on
+the other folds). When the rows cannot certify the target, nothing is auto-labelled and the outcome
+says roughly how many more labels would. Tasks at or above the threshold are auto-labelled; the rest
+are listed as "needs review" (a task-id list, and a saved Data Manager tab in Label Studio).
 
 Idempotent and resumable: a task that already holds a prediction of the serving version is not
 pushed again, so a second run (or a run after an interruption) pushes only what is missing.
@@ -21,13 +24,16 @@ import numpy as np
 from backend.labelstudio.gateway import LabelStudioGateway
 from backend.labelstudio.images import ImageFetcher
 from backend.labelstudio.labelconfig import parse_label_config
-from backend.labelstudio.tasks import BadInput, pick_annotation, task_input
-from backend.service.models import trusted_types
+from backend.labelstudio.tasks import BadInput, ImageLoader, pick_annotation, task_input
+from backend.labelstudio.tasktypes import TaskType
+from backend.service.models import build_estimator, trusted_types
+from backend.service.training import Split, TrainingError, collect, split_inputs
 from backend.store import Store
 from backend.store.artifacts import ModelStore
 from backend.store.schema import Project
+from model.crossfit import cross_fitted_confidence
 from model.scoring import score
-from model.thresholds import precision_threshold
+from model.thresholds import RULES, ThresholdResult, precision_threshold
 from model.uncertainty import get_strategy
 
 log = logging.getLogger(__name__)
@@ -35,8 +41,8 @@ log = logging.getLogger(__name__)
 #: Printed with every outcome: what "coverage" means.
 COVERAGE_DEFINITION = (
     "coverage = share of the tasks in scope whose prediction confidence is at or above the threshold, i.e. "
-    "labelled by the model without review; the threshold is the lowest confidence at which the model's "
-    "precision on the validation split reaches the target"
+    "labelled by the model without review; the threshold is certified: at the stated confidence level, the "
+    "precision of predictions at or above it is at least the target (rule 'point' only estimates it)"
 )
 
 #: Above this many tasks the needs-review tab is not created (one filter per task); the id list still is.
@@ -56,14 +62,20 @@ class AutolabelRequest:
     view: int | None = None
     task_ids: Sequence[int] | None = None
     create_view: bool = True
-    #: When set, the validation precision's lower confidence bound (not the measured value) must reach the target.
+    #: The guarantee's confidence (default 0.95 for the "guaranteed" rule).
     confidence_level: float | None = None
+    #: "guaranteed" (default) or "point": the measured precision, an estimate with no guarantee.
+    rule: str = "guaranteed"
+    #: Add cross-fitted rows over the training labels to the validation rows (5 extra fits; more coverage).
+    crossfit: bool = True
 
     def __post_init__(self) -> None:
         if not 0.0 < self.target_precision <= 1.0:
             raise AutolabelError(f"target_precision must be in (0, 1], got {self.target_precision}")
         if self.confidence_level is not None and not 0.0 < self.confidence_level < 1.0:
             raise AutolabelError(f"confidence_level must be in (0, 1), got {self.confidence_level}")
+        if self.rule not in RULES:
+            raise AutolabelError(f"rule must be one of {list(RULES)}, got {self.rule!r}")
         if self.view is not None and self.task_ids is not None:
             raise AutolabelError("give a view or a list of task ids, not both")
 
@@ -87,19 +99,11 @@ def run_autolabel(
             f"project {request.project_id} has no trained model yet: label some tasks and run "
             f"`labelloop train --project {request.project_id}` first"
         )
-    iteration = store.get_iteration(state.iteration_id)
-    assert iteration is not None
-    validation = (iteration.metrics or {}).get("validation") or {}
-    chosen = precision_threshold(
-        np.asarray(validation.get("confidence") or [], dtype=float),
-        np.asarray(validation.get("correct") or [], dtype=bool),
-        request.target_precision,
-        confidence_level=request.confidence_level,
-    )
-
     gateway = gateway_for(project)
     spec = parse_label_config(project.label_config or gateway.label_config(project.id))
     load_image = ImageFetcher(gateway.url, gateway.auth_headers) if spec.modality == "image" else None
+    report("choosing the threshold", 0, None)
+    chosen, n_crossfit = choose_threshold(request, store, project, state.iteration_id, gateway, spec, load_image)
     estimator = models.load(project.id, state.version, state.iteration_id,
                             trusted_types(state.model, state.trusted_types))
     strategy = get_strategy(state.strategy)
@@ -150,13 +154,17 @@ def run_autolabel(
         "model_version": state.version,
         "target_precision": request.target_precision,
         "threshold": threshold,
+        "rule": chosen.rule,
+        "confidence_level": chosen.level,
         "validation_precision": chosen.precision,
-        "confidence_level": request.confidence_level,
         "validation_precision_lower": chosen.precision_lower,
         "validation_coverage": chosen.coverage,
-        "n_validation": chosen.n,
+        "n_threshold_rows": chosen.n,
+        "n_crossfit_rows": n_crossfit,
+        "n_validation": chosen.n - n_crossfit,
         "n_validation_selected": chosen.n_selected,
         "reached": chosen.reached,
+        "more_labels_estimate": _more_labels(chosen, n_crossfit, project.rules.validation_fraction),
         "coverage": (len(auto) / len(confidence_of)) if confidence_of else 0.0,
         "coverage_definition": COVERAGE_DEFINITION,
         "n_tasks": total,
@@ -175,9 +183,50 @@ def run_autolabel(
             project.id, f"needs review ({state.version}, p>={request.target_precision:g})", needs_review
         )
     if not chosen.reached:
-        log.warning("project %s: no confidence threshold reaches precision %.3f on %d validation tasks",
+        log.warning("project %s: precision %.3f cannot be certified on %d labelled rows: nothing auto-labelled",
                     project.id, request.target_precision, chosen.n)
     return outcome
+
+
+def choose_threshold(request: AutolabelRequest, store: Store, project: Project, iteration_id: int,
+                     gateway: LabelStudioGateway, spec: TaskType,
+                     load_image: ImageLoader | None) -> tuple[ThresholdResult, int]:
+    """The threshold on the serving round's validation rows plus (``request.crossfit``) cross-fitted rows.
+
+    Returns it and how many of its rows are cross-fitted. Validation rows were scored by the serving
+    model, which never saw them; a cross-fitted row by a model fitted on the other folds only.
+    """
+    iteration = store.get_iteration(iteration_id)
+    assert iteration is not None
+    validation = (iteration.metrics or {}).get("validation") or {}
+    confidence = np.asarray(validation.get("confidence") or [], dtype=float)
+    correct = np.asarray(validation.get("correct") or [], dtype=bool)
+    n_crossfit = 0
+    if request.crossfit:
+        policy = project.rules
+        try:
+            split = split_inputs(collect(gateway.iter_tasks(project.id), spec), spec, load_image,
+                                 policy.validation_fraction)
+        except TrainingError:  # no training labels: the validation rows are all there is
+            split = Split()
+        cf_conf, cf_ok, _ = cross_fitted_confidence(
+            lambda: build_estimator(policy, spec, random_state=iteration.number),
+            split.train_x, spec.model_targets(split.train_y), seed=iteration.number)
+        n_crossfit = len(cf_conf)
+        confidence, correct = np.r_[cf_conf, confidence], np.r_[cf_ok, correct]
+    chosen = precision_threshold(confidence, correct, request.target_precision,
+                                 confidence_level=request.confidence_level, rule=request.rule)
+    return chosen, n_crossfit
+
+
+def _more_labels(chosen: ThresholdResult, n_crossfit: int, validation_fraction: float) -> int | None:
+    """Rough labels still needed to certify the target: rows are labels when every label contributes one
+    (cross-fitting); with validation rows only, one label in 1/validation_fraction becomes a row."""
+    if chosen.reached or chosen.more_labels_estimate is None:
+        return None
+    if n_crossfit or validation_fraction <= 0:
+        return int(chosen.more_labels_estimate)
+    return int(np.ceil(chosen.more_labels_estimate / validation_fraction))
 
 
 def _has_prediction(task: dict[str, Any], version: str) -> bool:

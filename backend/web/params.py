@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from backend.config import ProjectPolicy
 from backend.errors import BadInput
 from backend.store.schema import Event, Project
+from model.thresholds import RULES
 
 #: Label Studio ids and our Integer columns are 32-bit signed.
 MAX_ID = 2**31 - 1
@@ -201,8 +202,9 @@ def object_or_empty(body: dict[str, Any], field: str) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------------------------- routes
 def autolabel_params(body: dict[str, Any]) -> dict[str, Any]:
-    """Validate the autolabel request body: target_precision, view | tasks, create_view."""
-    allowed = ("target_precision", "confidence_level", "view", "tasks", "create_view")
+    """Validate the autolabel request body: target_precision, confidence_level, rule, crossfit, view | tasks,
+    create_view."""
+    allowed = ("target_precision", "confidence_level", "rule", "crossfit", "view", "tasks", "create_view")
     unknown = sorted(set(body) - set(allowed))
     if unknown:
         raise BadInput(f"unknown field(s) {[u[:40] for u in unknown[:5]]}; allowed: {', '.join(allowed)}",
@@ -219,10 +221,15 @@ def autolabel_params(body: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(tasks, list):
             raise BadInput("'tasks' must be a list of task ids", field="tasks")
         params["task_ids"] = [checked_id(t, f"tasks[{i}]") for i, t in enumerate(tasks)]
-    if "create_view" in body:
-        if not isinstance(body["create_view"], bool):
-            raise BadInput("'create_view' must be true or false", field="create_view")
-        params["create_view"] = body["create_view"]
+    if "rule" in body:
+        if body["rule"] not in RULES:
+            raise BadInput(f"'rule' must be one of {list(RULES)}", field="rule")
+        params["rule"] = body["rule"]
+    for flag in ("create_view", "crossfit"):
+        if flag in body:
+            if not isinstance(body[flag], bool):
+                raise BadInput(f"'{flag}' must be true or false", field=flag)
+            params[flag] = body[flag]
     if "view" in params and "task_ids" in params:
         raise BadInput("give 'view' or 'tasks', not both", field="tasks")
     return params

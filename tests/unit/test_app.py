@@ -336,6 +336,32 @@ def test_autolabel_job_pushes_once_and_lists_what_needs_review(app_env) -> None:
     assert again["result"]["n_pushed"] == 0 and again["result"]["n_tasks"] == 2
 
 
+def test_autolabel_threshold_uses_validation_and_cross_fitted_rows_and_says_what_is_missing(app_env) -> None:
+    client, services, _ = app_env
+    setup_project(client)
+    client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 1}})
+    it = wait_for_iteration(services, 1, 1)
+    n_val = len(it.metrics["validation"]["task_ids"])
+
+    def run(body: dict) -> dict:
+        job = wait_for_job(client, client.post("/projects/1/autolabel", json=body).get_json()["job_id"])
+        assert job["status"] == "succeeded", job["error"]
+        return job["result"]
+
+    both = run({"target_precision": 0.5})
+    assert both["rule"] == "guaranteed" and both["confidence_level"] == 0.95
+    assert both["n_crossfit_rows"] == it.n_train and both["n_validation"] == n_val  # every label stands behind it
+    assert both["n_threshold_rows"] == it.n_train + n_val
+    only_val = run({"target_precision": 0.5, "crossfit": False})
+    assert only_val["n_crossfit_rows"] == 0 and only_val["n_threshold_rows"] == n_val
+    # 99.9 % cannot be certified on a few dozen rows: nothing is auto-labelled, and the outcome says so.
+    strict = run({"target_precision": 0.999})
+    assert strict["reached"] is False and strict["threshold"] is None and strict["coverage"] == 0.0
+    assert strict["more_labels_estimate"] > 0  # the rows measure above 99.9 %, but are too few to certify it
+    point = run({"target_precision": 0.5, "rule": "point"})
+    assert point["rule"] == "point"
+
+
 @pytest.mark.parametrize(
     ("body", "field"),
     [
@@ -346,6 +372,8 @@ def test_autolabel_job_pushes_once_and_lists_what_needs_review(app_env) -> None:
         ({"view": 3, "tasks": [1]}, "tasks"),
         ({"colour": "red"}, "colour"),
         ({"confidence_level": 1}, "confidence_level"),
+        ({"rule": "vibes"}, "rule"),
+        ({"crossfit": "yes"}, "crossfit"),
     ],
 )
 def test_autolabel_bad_input_is_400_naming_the_field(app_env, body: dict[str, Any], field: str) -> None:
