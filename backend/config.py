@@ -129,6 +129,9 @@ class Settings(BaseModel):
     # Predictions pushed to Label Studio per API call: small, so one write transaction in Label Studio (its
     # SQLite database locks for the whole batch) never holds annotators' submits for long.
     push_batch_size: int = Field(default=100, ge=1)
+    # Predictions pushed per round: the head of the queue, what annotators reach before the next round (0 =
+    # every pool task). Tasks past it get their prediction from /predict when opened, from the round's rows.
+    push_limit: int = Field(default=2000, ge=0)
     # Request limits (backend/web/). A body over max_body_bytes is refused with 413 before it is read; /predict
     # takes at most max_predict_tasks tasks (Label Studio gives up on a request after 100 s) and scores them
     # predict_batch_size at a time so a worker's memory stays bounded; a webhook's payload is stored trimmed to
@@ -208,6 +211,8 @@ class Settings(BaseModel):
             raw["max_projects"] = get("LABELLOOP_MAX_PROJECTS")
         if get("LABELLOOP_LEASE_SECONDS"):
             raw["lease_seconds"] = get("LABELLOOP_LEASE_SECONDS")
+        if get("LABELLOOP_PUSH_LIMIT"):
+            raw["push_limit"] = get("LABELLOOP_PUSH_LIMIT")
         if get("LABELLOOP_PUSH_BATCH_SIZE"):
             raw["push_batch_size"] = get("LABELLOOP_PUSH_BATCH_SIZE")
         if get("LABELLOOP_TICK_SECONDS"):

@@ -78,9 +78,10 @@ def wait_iteration(server: BackendServer, project_id: int, number: int, timeout:
     raise SystemExit(f"iteration {number} did not finish in {timeout}s")
 
 
-def http_throughput(url: str, project_id: int, texts: list[str], batch: int, min_seconds: float) -> float:
+def http_throughput(url: str, project_id: int, items: list[tuple[int, str]], batch: int, min_seconds: float) -> float:
+    """Tasks per second through /predict for ``(task id, text)`` items, ``batch`` per request."""
     session = requests.Session()
-    tasks = [{"id": i + 1, "data": {"text": t}, "project": project_id} for i, t in enumerate(texts)]
+    tasks = [{"id": tid, "data": {"text": t}, "project": project_id} for tid, t in items]
     body_for = [
         json.dumps({"tasks": tasks[s : s + batch], "project": f"{project_id}.1", "label_config": CONFIG, "params": {}})
         for s in range(0, len(tasks) - batch + 1, batch)
@@ -113,9 +114,49 @@ def raw_throughput(estimator, texts: list[str], batch: int, min_seconds: float) 
     return done / (time.perf_counter() - start)
 
 
+def _stats(latencies: list[float]) -> dict:
+    lat = np.array(latencies)
+    return {"n": len(latencies), "p50_ms": float(np.percentile(lat, 50)), "p99_ms": float(np.percentile(lat, 99)),
+            "max_ms": float(lat.max())}
+
+
+def _predict_one(session: requests.Session, url: str, project_id: int, item: tuple[int, str]) -> float:
+    body = {"tasks": [{"id": item[0], "data": {"text": item[1]}}], "project": f"{project_id}.1"}
+    t0 = time.perf_counter()
+    session.post(f"{url}/predict", json=body, timeout=60).raise_for_status()
+    return (time.perf_counter() - t0) * 1000
+
+
+def worker_rss_mb(master_pid: int) -> list[float]:
+    """Resident memory of each gunicorn worker (children of the master), from /proc."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) != master_pid:
+                continue
+            status = (stat.parent / "status").read_text()
+        except (OSError, IndexError, ValueError):
+            continue
+        rss = next((line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:")), None)
+        if rss:
+            out.append(int(rss) / 1024)
+    return sorted(out)
+
+
+def predict_latency(url: str, project_id: int, unseen: list[tuple[int, str]], seconds: float) -> dict:
+    """/predict of one unseen task, back to back, while nothing else runs."""
+    session, latencies, start = requests.Session(), [], time.monotonic()
+    while time.monotonic() - start < seconds or len(latencies) < 50:
+        latencies.append(_predict_one(session, url, project_id, unseen[len(latencies) % len(unseen)]))
+        time.sleep(0.02)
+    return _stats(latencies)
+
+
 def webhook_latency_during_training(server: BackendServer, project_id: int, label_of: dict[int, str],
-                                    number: int) -> dict:
-    """Fire annotation webhooks at ~50/s from the moment training is queued until it finishes."""
+                                    number: int, unseen: list[tuple[int, str]]) -> tuple[dict, dict]:
+    """From the moment training is queued until it finishes: annotation webhooks, each followed by a
+    /predict of one unseen task; returns both latency summaries."""
     session = requests.Session()
     resp = session.post(f"{server.url}/webhook", json={"action": "START_TRAINING", "project": {"id": project_id}},
                         timeout=10)
@@ -128,6 +169,7 @@ def webhook_latency_during_training(server: BackendServer, project_id: int, labe
 
     threading.Thread(target=watch, daemon=True).start()
     latencies: list[float] = []
+    predict_ms: list[float] = []
     task_ids = list(label_of)
     i = 0
     deadline = time.monotonic() + 600
@@ -143,15 +185,10 @@ def webhook_latency_during_training(server: BackendServer, project_id: int, labe
         r = session.post(f"{server.url}/webhook", json=payload, timeout=10)
         latencies.append((time.perf_counter() - t0) * 1000)
         r.raise_for_status()
+        predict_ms.append(_predict_one(session, server.url, project_id, unseen[i % len(unseen)]))
         i += 1
         time.sleep(0.02)
-    lat = np.array(latencies)
-    return {
-        "n": len(latencies),
-        "p50_ms": float(np.percentile(lat, 50)),
-        "p99_ms": float(np.percentile(lat, 99)),
-        "max_ms": float(lat.max()),
-    }
+    return _stats(latencies), _stats(predict_ms)
 
 
 def main() -> int:
@@ -199,18 +236,27 @@ def main() -> int:
         first = wait_iteration(server, project.id, 1)
         round_seconds = time.perf_counter() - t0
 
+        labelled_ids = set(list(label_of)[: args.labelled])
         store = Store(db_url)
         state = store.serving_state(project.id)
         estimator = persistence.loads(store.artifact(state.iteration_id).data)
         texts = [t for t, _ in reviews]
 
+        # Pool tasks (the round scored them: answered from its stored rows) and unseen ones (computed).
+        pool = [(tid, t) for tid, t in ((t.id, t.data["text"]) for t in client.tasks.list(project=project.id,
+                page_size=1000)) if tid not in labelled_ids]
+        unseen = [(10**8 + i, t) for i, t in enumerate(texts)]
         rows = []
         for batch in (1, 100, 1000):
-            http = http_throughput(server.url, project.id, texts, batch, args.seconds)
+            cached = http_throughput(server.url, project.id, pool, batch, args.seconds)
+            http = http_throughput(server.url, project.id, unseen, batch, args.seconds)
             raw = raw_throughput(estimator, texts, batch, args.seconds)
-            rows.append({"batch": batch, "http_tasks_per_s": http, "raw_tasks_per_s": raw, "ratio": http / raw})
+            rows.append({"batch": batch, "pool_tasks_per_s": cached, "http_tasks_per_s": http,
+                         "raw_tasks_per_s": raw, "ratio": http / raw, "pool_ratio": cached / raw})
 
-        webhook = webhook_latency_during_training(server, project.id, label_of, number=2)
+        idle = predict_latency(server.url, project.id, unseen, seconds=args.seconds)
+        rss = worker_rss_mb(server.pid)
+        webhook, during = webhook_latency_during_training(server, project.id, label_of, number=2, unseen=unseen)
         second = wait_iteration(server, project.id, 2)
     finally:
         if server is not None:
@@ -219,19 +265,25 @@ def main() -> int:
 
     print(f"\nlabelloop /predict throughput (gunicorn 2 workers x 4 threads, SQLite; {args.tasks} tasks, "
           f"{args.labelled} labelled)")
-    print(f"{'batch':>6} {'HTTP tasks/s':>14} {'raw tasks/s':>13} {'HTTP/raw':>9}")
+    print(f"{'batch':>6} {'pool tasks/s':>13} {'unseen tasks/s':>15} {'raw tasks/s':>12} {'pool/raw':>9} "
+          f"{'unseen/raw':>11}")
     for r in rows:
-        print(f"{r['batch']:>6} {r['http_tasks_per_s']:>14.0f} {r['raw_tasks_per_s']:>13.0f} {r['ratio']:>9.2f}")
+        print(f"{r['batch']:>6} {r['pool_tasks_per_s']:>13.0f} {r['http_tasks_per_s']:>15.0f} "
+              f"{r['raw_tasks_per_s']:>12.0f} {r['pool_ratio']:>9.2f} {r['ratio']:>11.2f}")
+    print(f"/predict of one unseen task: p99 {idle['p99_ms']:.1f} ms idle, {during['p99_ms']:.1f} ms while round 2 "
+          f"ran ({during['n']} requests): ratio {during['p99_ms'] / idle['p99_ms']:.2f} (target <= 2)")
     print(f"\ntraining round 1: {round_seconds:.1f}s end to end ({first['n_pool']} tasks scored and pushed, "
           f"fit {first['fit_seconds']:.2f}s, validation accuracy {first['accuracy']:.3f})")
     print(f"webhook reply while round 2 ran ({webhook['n']} requests): p50 {webhook['p50_ms']:.1f} ms, "
           f"p99 {webhook['p99_ms']:.1f} ms, max {webhook['max_ms']:.1f} ms")
+    print(f"serving workers' RSS after the measurements: {', '.join(f'{m:.0f} MB' for m in rss)}")
     target_ratio = rows[-1]["ratio"] >= 0.5
     target_p99 = webhook["p99_ms"] < 50
     print(f"targets: 1000-batch ratio >= 0.5: {'met' if target_ratio else 'MISSED'}; "
           f"webhook p99 < 50 ms: {'met' if target_p99 else 'MISSED'}")
     if args.json:
         args.json.write_text(json.dumps({"predict": rows, "webhook_during_training": webhook,
+                                         "predict_p99_idle": idle, "predict_p99_during_round": during,
                                          "round_seconds": round_seconds, "round2": second}, indent=2))
     return 0
 

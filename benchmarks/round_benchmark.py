@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import subprocess
 import sys
 import tempfile
@@ -79,9 +80,11 @@ def main() -> None:
     args = parser.parse_args()
     sizes = [tuple(int(v) for v in size.split(":")) for size in args.sizes.split(",")]
     need = max(a + b for a, b in sizes)
-    data = datasets.load(args.data, max_items=need)
-    if len(data.texts) < need:
-        raise SystemExit(f"data set {args.data} has {len(data.texts)} texts; the sizes need {need}")
+    texts, labels = datasets.DATASETS[args.data](max_items=need + 200)  # a few are dropped as duplicates
+    if len(texts) < need:
+        raise SystemExit(f"data set {args.data} has {len(texts)} texts; the sizes need {need}")
+    order = random.Random(0).sample(range(len(texts)), len(texts))  # the builders group texts by class
+    texts, labels = [texts[i] for i in order], [labels[i] for i in order]
 
     work = Path(tempfile.mkdtemp(prefix="labelloop-round-"))
     ls_server = LabelStudioServer().start()
@@ -92,9 +95,9 @@ def main() -> None:
                "MODEL_DIR": str(work / "models"), "LABELLOOP_RETRAIN_EVERY": "1000000"}
         with BackendServer(env, log_path=work / "backend.log") as server:
             for n_labelled, n_pool in sizes:
-                project_id = make_project(ls, data.texts, data.labels, n_labelled, n_pool)
+                project_id = make_project(ls, texts, labels, n_labelled, n_pool)
                 requests.post(f"{server.url}/setup", json={"project": f"{project_id}.1",
-                                                           "schema": label_config(sorted(set(data.labels)))},
+                                                           "schema": label_config(sorted(set(labels)))},
                               timeout=30).raise_for_status()
                 it, wall = run_round(server, project_id)
                 if it["status"] != "succeeded":

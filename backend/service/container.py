@@ -46,7 +46,8 @@ class Services:
         self.models = ModelStore(store, settings.model_dir)
         self._gateways: dict[tuple[str, str], LabelStudioGateway] = {}
         # Late-bound so tests (and future plug-ins) can swap how a project reaches Label Studio.
-        runner = IterationRunner(store, self.models, lambda p: self.gateway_for(p), settings.push_batch_size)
+        runner = IterationRunner(store, self.models, lambda p: self.gateway_for(p), settings.push_batch_size,
+                                 settings.push_limit)
         # Webhooks that arrived while the database was down (see journal.py); the web layer installs
         # how to replay one (`replay_webhook`), so this layer never imports it.
         self.journal = WebhookJournal(Path(settings.model_dir) / "journal")

@@ -246,11 +246,16 @@ class IterationRunner:
         models: ModelStore,
         gateway_for: Callable[[Project], LabelStudioGateway],
         push_batch_size: int = 500,
+        push_limit: int = 0,
     ) -> None:
         self.store = store
         self.models = models
         self.gateway_for = gateway_for
         self.push_batch_size = push_batch_size
+        # Only the head of the queue is pushed (0 = the whole pool): Label Studio imports ~50-60 predictions
+        # a second, so a 10,000-task pool would take minutes; the rest is answered by /predict (from this
+        # round's stored rows) when an annotator opens the task.
+        self.push_limit = push_limit
 
     def run(self, iteration: Iteration, still_owner: Callable[[], bool]) -> None:
         """Run and record the outcome. Never raises for a training failure: it is stored instead."""
@@ -339,9 +344,11 @@ class IterationRunner:
             artifact, name = self.models.save(project.id, iteration.version, estimator)
             verify_loadable(artifact, policy.model, policy.trusted_types)
         with steps("push"):
-            predictions = [{"task": tid, **spec.prediction(labels, score, iteration.version)}
-                           for tid, labels, score in zip(pool_ids, pool.labels, queued.scores, strict=True)]
+            head = queued.order[: self.push_limit] if self.push_limit else queued.order
+            predictions = [{"task": pool_ids[i], **spec.prediction(pool.labels[i], queued.scores[i], iteration.version)}
+                           for i in head]
             metrics["label_studio"] = self._publish(gateway, project, iteration, predictions, still_owner)
+            metrics["label_studio"]["served_by_predict"] = len(pool_ids) - len(predictions)
         metrics["skipped"] = data.skipped[:100]  # the reasons; n_skipped counts them all
         metrics["timings"] = steps.seconds
         fields = {

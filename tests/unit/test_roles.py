@@ -177,3 +177,19 @@ def test_predict_answers_pool_tasks_from_the_serving_round_and_computes_the_rest
     assert changed  # the two rounds pushed different scores: the answers above are it-2's, not it-1's
     assert body["results"][-1]["model_version"] == "it-2"  # an unseen task is computed
     assert body["results"][-1]["result"][0]["value"]["choices"] == ["pos"]
+
+
+def test_only_the_head_of_the_queue_is_pushed_and_predict_serves_the_rest(shared) -> None:
+    client, server, worker, gateway = shared
+    worker.jobs.runner.push_limit = 4
+    setup_project(client)
+    client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 1}})
+    worker.tick(background=False)
+    (it,) = server.store.iterations(1)
+    assert it.status == "succeeded", it.error
+    rows = sorted(server.store.task_scores(it.id), key=lambda r: r.rank)
+    assert [p["task"] for p in gateway.pushed] == [r.task_id for r in rows[:4]]  # served first = pushed
+    assert it.metrics["label_studio"] == {"pushed": 4, "version_set": True, "served_by_predict": 6}
+    rest = [t for t in gateway.tasks if t["id"] in {r.task_id for r in rows[4:]}]
+    body = client.post("/predict", json={"project": "1.1", "tasks": rest}).get_json()
+    assert [r["score"] for r in body["results"]] == [next(x.score for x in rows if x.task_id == t["id"]) for t in rest]
