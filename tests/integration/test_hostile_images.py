@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import io
 import struct
 import threading
 import time
@@ -18,23 +17,10 @@ import uuid
 import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import numpy as np
 import requests
-from PIL import Image
 
+from tests.integration.test_images_and_faults import CONFIG, png
 from tests.support.proc import free_port
-
-CONFIG = ('<View><Image name="image" value="$image"/><Choices name="colour" toName="image">'
-          '<Choice value="red"/><Choice value="blue"/></Choices></View>')
-
-
-def png(colour: str, seed: int) -> bytes:
-    rng = np.random.default_rng(seed)
-    arr = rng.integers(0, 80, size=(20, 24, 3), dtype=np.uint8)
-    arr[..., 0 if colour == "red" else 2] += 170
-    buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, format="PNG")
-    return buf.getvalue()
 
 
 def png_bomb(width: int, height: int) -> bytes:

@@ -25,3 +25,11 @@ def app_env(tmp_path):
     yield app.test_client(), services, gateway
     services.jobs.stop()
     services.store.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request, tmp_path) -> str:
+    """A fresh database on SQLite, and on PostgreSQL (the postgres_url fixture of tests/conftest.py)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'db.sqlite3'}"
+    return request.getfixturevalue("postgres_url")

@@ -57,13 +57,6 @@ def make_app(url: str, tmp_path, **overrides: Any) -> tuple[Any, Any, FakeGatewa
     return app.test_client(), services, gateway
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request, tmp_path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'db.sqlite3'}"
-    return request.getfixturevalue("postgres_url")
-
-
 @pytest.fixture
 def hard_app(database_url, tmp_path) -> Iterator[tuple[Any, Any, FakeGateway]]:
     """Project 1 set up (no model yet), on SQLite and PostgreSQL."""

@@ -21,13 +21,6 @@ from tests.unit.test_app import CONFIG, setup_project
 from tests.unit.test_fuzz import assert_named_4xx, make_app, train_project_1
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request, tmp_path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'db.sqlite3'}"
-    return request.getfixturevalue("postgres_url")
-
-
 @pytest.fixture
 def limited(database_url, tmp_path) -> Iterator[tuple[Any, Any]]:
     """Small limits, so the tests need no big bodies: 64 KiB bodies, 20 tasks, batches of 3, 8 KiB events."""
