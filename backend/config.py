@@ -131,7 +131,7 @@ class Settings(BaseModel):
     push_batch_size: int = Field(default=100, ge=1)
     # Predictions pushed per round: the head of the queue, what annotators reach before the next round (0 =
     # every pool task). Tasks past it get their prediction from /predict when opened, from the round's rows.
-    push_limit: int = Field(default=2000, ge=0)
+    push_limit: int = Field(default=500, ge=0)
     # Request limits (backend/web/). A body over max_body_bytes is refused with 413 before it is read; /predict
     # takes at most max_predict_tasks tasks (Label Studio gives up on a request after 100 s) and scores them
     # predict_batch_size at a time so a worker's memory stays bounded; a webhook's payload is stored trimmed to
