@@ -26,7 +26,6 @@ import zipfile
 from collections.abc import Sequence
 from typing import Any
 
-import skops.io as sio
 from sklearn.base import BaseEstimator
 
 # Imported for their side effect: the classes our blobs contain must be loaded for the
@@ -60,7 +59,7 @@ def dumps(estimator: Any) -> bytes:
     try:
         return arrays_io.dumps(estimator, class_allowed=_native_class)
     except arrays_io.UnsupportedObject:
-        return sio.dumps(estimator, compression=zipfile.ZIP_DEFLATED)
+        return _skops().dumps(estimator, compression=zipfile.ZIP_DEFLATED)
 
 
 def loads(data: bytes, trusted: Sequence[str] = ()) -> Any:
@@ -89,13 +88,21 @@ def loads(data: bytes, trusted: Sequence[str] = ()) -> Any:
 
 def _loads_skops(data: bytes, trusted: Sequence[str]) -> Any:
     try:
-        untrusted = sio.get_untrusted_types(data=data)
+        untrusted = _skops().get_untrusted_types(data=data)
     except (zipfile.BadZipFile, KeyError, ValueError) as exc:
         raise ValueError(f"corrupt skops model file: {exc}") from exc
     offending = [name for name in untrusted if not is_allowed(name) and not _trusted_by_caller(name, trusted)]
     if offending:
         raise UntrustedModelError(offending)
-    return sio.loads(data, trusted=untrusted)
+    return _skops().loads(data, trusted=untrusted)
+
+
+def _skops() -> Any:
+    """skops, imported only for the files that need it (old ones, bring-your-own models the native format
+    cannot express): importing it scans scikit-learn and pulls in torch, seconds and ~200 MB per worker."""
+    import skops.io
+
+    return skops.io
 
 
 def is_allowed(name: str) -> bool:
