@@ -66,6 +66,8 @@ class TrainingJobs:
         self.owner = owner or worker_identity()
         self.trains = trains
         self._active: dict[int, threading.Thread] = {}
+        # One drain per project per process: its threads share one lease owner name.
+        self._guards: dict[int, threading.Lock] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._ticker: threading.Thread | None = None
@@ -103,6 +105,19 @@ class TrainingJobs:
         lease: that trigger's own attempt to take the lease failed, so we must look again.
         """
         ran: list[int] = []
+        guard = self._drain_guard(project_id)
+        if not guard.acquire(blocking=False):
+            return ran  # another thread of this process drains the project: it shares our lease
+        try:
+            return self._drain_held(project_id, ran)
+        finally:
+            guard.release()
+
+    def _drain_guard(self, project_id: int) -> threading.Lock:
+        with self._lock:
+            return self._guards.setdefault(project_id, threading.Lock())
+
+    def _drain_held(self, project_id: int, ran: list[int]) -> list[int]:
         while not self._stop.is_set():
             if not self.store.acquire_lease(project_id, self.owner, self.lease_seconds):
                 return ran

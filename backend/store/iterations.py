@@ -86,7 +86,11 @@ class IterationStore(Database):
             )
 
     def start_next_queued(self, project_id: int, owner: str) -> Iteration | None:
-        """Mark the oldest queued iteration running (caller holds the lease); reset the label counter."""
+        """Mark the oldest queued iteration running (caller holds the lease); reset the label counter.
+
+        The switch is a compare-and-swap (queued -> running), so even two callers that both hold the
+        lease (two threads of one process share its owner name) never start the same iteration twice.
+        """
         with self.session() as s:
             iteration = s.scalar(
                 select(Iteration)
@@ -96,11 +100,16 @@ class IterationStore(Database):
             )
             if iteration is None:
                 return None
+            claimed = s.execute(
+                update(Iteration).where(Iteration.id == iteration.id, Iteration.status == "queued")
+                .values(status="running", started_at=utcnow(), worker=owner)
+                .execution_options(synchronize_session=False)
+            )
+            if claimed.rowcount != 1:
+                return None
+            s.refresh(iteration)
             project = s.get(Project, project_id)
             assert project is not None
-            iteration.status = "running"
-            iteration.started_at = utcnow()
-            iteration.worker = owner
             rules = project.rules
             iteration.strategy = rules.strategy
             iteration.queue = rules.queue

@@ -135,13 +135,15 @@ class ProjectStore(Database):
             )
             if project_id is None:
                 return 0
-            if n_labels:
-                s.execute(
-                    update(Project)
-                    .where(Project.id == project_id)
-                    .values(labels_since_iteration=Project.labels_since_iteration + n_labels)
-                )
-            return s.scalar(select(Project.labels_since_iteration).where(Project.id == project_id)) or 0
+            if not n_labels:
+                return s.scalar(select(Project.labels_since_iteration).where(Project.id == project_id)) or 0
+            s.flush()  # the event's INSERT first: the counter's row lock is then held for one statement only
+            return s.scalar(
+                update(Project)
+                .where(Project.id == project_id)
+                .values(labels_since_iteration=Project.labels_since_iteration + n_labels)
+                .returning(Project.labels_since_iteration)
+            ) or 0
 
     def events(self, project_id: int) -> list[Event]:
         with self.session() as s:

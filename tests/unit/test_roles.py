@@ -193,3 +193,17 @@ def test_only_the_head_of_the_queue_is_pushed_and_predict_serves_the_rest(shared
     rest = [t for t in gateway.tasks if t["id"] in {r.task_id for r in rows[4:]}]
     body = client.post("/predict", json={"project": "1.1", "tasks": rest}).get_json()
     assert [r["score"] for r in body["results"]] == [next(x.score for x in rows if x.task_id == t["id"]) for t in rest]
+
+
+def test_two_drains_in_one_process_never_run_a_round_twice(shared) -> None:
+    client, server, worker, _ = shared
+    setup_project(client)
+    client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 1}})
+    guard = worker.jobs._drain_guard(1)
+    with guard:  # another thread of this process is draining project 1 (it shares the lease owner name)
+        assert worker.jobs.drain(1) == []
+    assert [it.status for it in server.store.iterations(1)] == ["queued"]
+    # Even two holders of the lease cannot both start the queued round: queued -> running is a swap.
+    assert server.store.acquire_lease(1, "same-owner", 60)
+    first = server.store.start_next_queued(1, "same-owner")
+    assert first is not None and server.store.start_next_queued(1, "same-owner") is None
