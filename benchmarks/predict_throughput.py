@@ -272,7 +272,8 @@ def main() -> int:
               f"{r['raw_tasks_per_s']:>12.0f} {r['pool_ratio']:>9.2f} {r['ratio']:>11.2f}")
     print(f"/predict of one unseen task: p99 {idle['p99_ms']:.1f} ms idle, {during['p99_ms']:.1f} ms while round 2 "
           f"ran ({during['n']} requests): ratio {during['p99_ms'] / idle['p99_ms']:.2f} (target <= 2)")
-    print(f"\ntraining round 1: {round_seconds:.1f}s end to end ({first['n_pool']} tasks scored and pushed, "
+    print(f"\ntraining round 1: {round_seconds:.1f}s end to end ({first['n_pool']} tasks scored, "
+          f"{first['metrics']['label_studio']['pushed']} predictions pushed, "
           f"fit {first['fit_seconds']:.2f}s, validation accuracy {first['accuracy']:.3f})")
     print(f"webhook reply while round 2 ran ({webhook['n']} requests): p50 {webhook['p50_ms']:.1f} ms, "
           f"p99 {webhook['p99_ms']:.1f} ms, max {webhook['max_ms']:.1f} ms")
