@@ -19,7 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import requests
 
-from tests.integration.test_images_and_faults import CONFIG, png
+from tests.integration.test_images_and_faults import CONFIG, png, wait_finished
 from tests.support.proc import free_port
 
 
@@ -52,17 +52,6 @@ class DripHandler(BaseHTTPRequestHandler):
 
     def log_message(self, *args: object) -> None:
         pass
-
-
-def wait_finished(server, project_id: int, number: int, timeout: float = 120) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        its = requests.get(f"{server.url}/projects/{project_id}/iterations", timeout=10).json()["iterations"]
-        done = [i for i in its if i["number"] == number and i["status"] in ("succeeded", "failed")]
-        if done:
-            return done[0]
-        time.sleep(0.5)
-    raise AssertionError(f"iteration {number} of project {project_id} did not finish")
 
 
 def import_tasks(label_studio, project_id: int) -> tuple[list, dict[str, int], dict[int, str]]:
