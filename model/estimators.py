@@ -366,13 +366,10 @@ class ChoiceClassifier(ClassifierMixin, BaseEstimator):
         Callers that need both probabilities (for uncertainty) and labels use this to run the
         model once. The mean of :meth:`predict_proba_samples` over axis 0 is accepted too.
         """
+        from model.scoring import labels_from_proba  # the kernel's rule; imported late (it pulls in the queues)
+
         check_is_fitted(self, "classes_")
-        proba = np.asarray(proba, dtype=np.float64)
-        if proba.ndim != 2 or proba.shape[1] != len(self.classes_):
-            raise ValueError(f"expected probabilities of shape (n, {len(self.classes_)}), got {proba.shape}")
-        if self.multi_label:
-            return [[str(self.classes_[j]) for j in np.flatnonzero(row >= threshold)] for row in proba]
-        return [[str(self.classes_[j])] for j in proba.argmax(axis=1)]
+        return labels_from_proba(self.classes_, proba, bool(self.multi_label), threshold)
 
     def predict(self, X: Sequence[Any]) -> np.ndarray:
         """sklearn-style predict: class names (single-label) or a 0/1 indicator matrix (multi)."""
