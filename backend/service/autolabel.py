@@ -102,19 +102,21 @@ def run_autolabel(
     gateway = gateway_for(project)
     spec = parse_label_config(project.label_config or gateway.label_config(project.id))
     load_image = ImageFetcher(gateway.url, gateway.auth_headers) if spec.modality == "image" else None
-    report("choosing the threshold", 0, None)
-    chosen, n_crossfit = choose_threshold(request, store, project, state.iteration_id, gateway, spec, load_image)
-    estimator = models.load(project.id, state.version, state.iteration_id,
-                            trusted_types(state.model, state.trusted_types))
-    strategy = get_strategy(state.strategy)
-
     report("reading tasks", 0, None)
+    listed = list(gateway.iter_tasks(project.id, view=request.view))
     wanted = {int(t) for t in request.task_ids} if request.task_ids is not None else None
-    tasks = [t for t in gateway.iter_tasks(project.id, view=request.view) if wanted is None or int(t["id"]) in wanted]
+    tasks = [t for t in listed if wanted is None or int(t["id"]) in wanted]
     if wanted is not None:
         missing = sorted(wanted - {int(t["id"]) for t in tasks})
         if missing:
             raise AutolabelError(f"task id(s) not in project {project.id}: {missing[:20]}")
+    report("choosing the threshold", 0, None)
+    # Cross-fitting needs the whole project's labels: the listing above is it unless a view narrowed it.
+    chosen, n_crossfit = choose_threshold(request, store, project, state.iteration_id, gateway, spec, load_image,
+                                          listed if request.view is None else None)
+    estimator = models.load(project.id, state.version, state.iteration_id,
+                            trusted_types(state.model, state.trusted_types))
+    strategy = get_strategy(state.strategy)
 
     total = len(tasks)
     pushed = already = 0
@@ -189,11 +191,12 @@ def run_autolabel(
 
 
 def choose_threshold(request: AutolabelRequest, store: Store, project: Project, iteration_id: int,
-                     gateway: LabelStudioGateway, spec: TaskType,
-                     load_image: ImageLoader | None) -> tuple[ThresholdResult, int]:
+                     gateway: LabelStudioGateway, spec: TaskType, load_image: ImageLoader | None,
+                     project_tasks: list[dict[str, Any]] | None = None) -> tuple[ThresholdResult, int]:
     """The threshold on the serving round's validation rows plus (``request.crossfit``) cross-fitted rows.
 
-    Returns it and how many of its rows are cross-fitted. Validation rows were scored by the serving
+    ``project_tasks``: every task of the project when the caller already read them (else read here).
+    Returns the threshold and how many of its rows are cross-fitted. Validation rows were scored by the serving
     model, which never saw them; a cross-fitted row by a model fitted on the other folds only.
     """
     iteration = store.get_iteration(iteration_id)
@@ -205,8 +208,8 @@ def choose_threshold(request: AutolabelRequest, store: Store, project: Project, 
     if request.crossfit:
         policy = project.rules
         try:
-            split = split_inputs(collect(gateway.iter_tasks(project.id), spec), spec, load_image,
-                                 policy.validation_fraction)
+            every = project_tasks if project_tasks is not None else gateway.iter_tasks(project.id)
+            split = split_inputs(collect(every, spec), spec, load_image, policy.validation_fraction)
         except TrainingError:  # no training labels: the validation rows are all there is
             split = Split()
         cf_conf, cf_ok, _ = cross_fitted_confidence(
