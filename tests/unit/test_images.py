@@ -232,6 +232,19 @@ def test_allowlisting_a_name_does_not_open_its_address(serve, no_connection: Non
         fetch("http://127.0.0.1:9/x.png")
 
 
+def record_connections(monkeypatch) -> list[object]:
+    """Every address a socket connects to from now on (the connections still go through)."""
+    connected: list[object] = []
+    real_connect = socket.create_connection
+
+    def record(address: tuple[str, int], *args: object, **kwargs: object) -> socket.socket:
+        connected.append(address)
+        return real_connect(address, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(socket, "create_connection", record)
+    return connected
+
+
 def test_dns_is_asked_once_and_the_checked_address_is_the_one_connected(serve, monkeypatch) -> None:
     """DNS rebinding: a second lookup would answer 169.254.169.254; there is no second lookup."""
     server = serve({"/x.png": image_route(png())})
@@ -242,14 +255,7 @@ def test_dns_is_asked_once_and_the_checked_address_is_the_one_connected(serve, m
         lookups.append(host)
         return next(answers)
 
-    connected: list[object] = []
-    real_connect = socket.create_connection
-
-    def record(address: tuple[str, int], *args: object, **kwargs: object) -> socket.socket:
-        connected.append(address)
-        return real_connect(address, *args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(socket, "create_connection", record)
+    connected = record_connections(monkeypatch)
     fetch = ImageFetcher(None, policy=policy("127.0.0.1"), resolver=rebinding)
     assert fetch(f"http://rebind.example:{server.port}/x.png").shape == (4, 6, 3)
     assert lookups == ["rebind.example"] and connected == [("127.0.0.1", server.port)]
@@ -257,14 +263,7 @@ def test_dns_is_asked_once_and_the_checked_address_is_the_one_connected(serve, m
 
 def test_a_name_with_a_public_and_a_private_address_only_uses_the_allowed_one(serve, monkeypatch) -> None:
     server = serve({"/x.png": image_route(png())})
-    connected: list[object] = []
-    real_connect = socket.create_connection
-
-    def record(address: tuple[str, int], *args: object, **kwargs: object) -> socket.socket:
-        connected.append(address)
-        return real_connect(address, *args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(socket, "create_connection", record)
+    connected = record_connections(monkeypatch)
     dns = resolver({"two.example": ["10.9.9.9", "127.0.0.1"]})
     fetch = ImageFetcher(None, policy=policy("127.0.0.0/8"), resolver=dns)
     assert fetch(f"http://two.example:{server.port}/x.png").shape == (4, 6, 3)
