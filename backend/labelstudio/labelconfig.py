@@ -11,15 +11,12 @@ import functools
 
 from label_studio_sdk.label_interface import LabelInterface
 
-from backend.labelstudio.tasktypes import TASK_TYPES, ChoicesTask, TaskType, UnsupportedConfig
+from backend.labelstudio.tasktypes import TASK_TYPES, TaskType, UnsupportedConfig
 
 SUPPORTED = "one <Choices> control (single or choice=\"multiple\") over a <Text> or <Image> object"
 OBJECT_TAGS = ("Text", "Image")
 
-#: The classification task type under its earlier name.
-ChoiceSpec = ChoicesTask
-
-__all__ = ["SUPPORTED", "ChoiceSpec", "TaskType", "UnsupportedConfig", "cached_spec", "parse_label_config"]
+__all__ = ["SUPPORTED", "TaskType", "UnsupportedConfig", "cached_spec", "parse_label_config"]
 
 
 def parse_label_config(config_xml: str) -> TaskType:
