@@ -3,19 +3,24 @@
 Everything runs for real on loopback: Label Studio 1.23.2 (the tests' venv), labelloop under gunicorn
 on the embedded SQLite database, a text project built from real text on this machine
 (benchmarks/datasets.py). For each size, a fresh project gets ``labels`` annotated tasks and ``pool``
-unlabelled ones (imported with their annotations in bulk), then ``labelloop train`` runs one round in
-the foreground. The round's own step times come from its history row (metrics.timings: read, split,
-fit, evaluate, score, order, stopping, save, push), next to the wall time of the whole command.
+unlabelled ones (imported with their annotations in bulk), then ``labelloop train`` runs ``--rounds``
+rounds in the foreground, ``--more-labels`` tasks annotated through the API before each later one. The
+first round reads every task from Label Studio; later ones read the labelled tasks and only the tasks
+Label Studio changed (backend/service/reading.py). The round's own step times come from its history
+row (metrics.timings: read, split, fit, evaluate, score, order, stopping, save, push), next to the wall
+time of the whole command.
 
     .venv/bin/python benchmarks/round_benchmark.py [--data docstrings] [--sizes 500:2500,1000:5000,2000:10000]
 
-Prints one row per size: labels, pool, each step's seconds, the round's total, the command's wall
-time, and how the total grew against labels + pool (1.0 = linear). Figures, not assertions.
+Prints one row per size and round: labels, pool, the read mode, each step's seconds, the round's total,
+the command's wall time, and how the total grew against labels + pool (1.0 = linear; against the same
+round of the smallest size). Figures, not assertions.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import random
@@ -59,6 +64,20 @@ def make_project(ls, texts: list[str], labels: list[str], n_labelled: int, n_poo
     return int(project.id)
 
 
+def label_more(ls, project_id: int, texts: list[str], labels: list[str], n_labelled: int, count: int,
+               round_no: int) -> None:
+    """Annotate ``count`` more pool tasks (the next ones by id) through the API, as annotators would."""
+    unlabelled = ls.tasks.list(project=project_id, fields="task_only", page_size=count, query=json.dumps(
+        {"filters": {"conjunction": "and", "items": [{"filter": "filter:tasks:total_annotations",
+                                                      "operator": "equal", "type": "Number", "value": 0}]}}))
+    task_ids = [int(t.id) for t in itertools.islice(unlabelled, count)]
+    first_id = min(int(t.id) for t in ls.tasks.list(project=project_id, fields="task_only", page_size=1))
+    for task_id in task_ids[:count]:
+        label = labels[task_id - first_id]
+        ls.annotations.create(id=task_id, result=[{"from_name": "label", "to_name": "text", "type": "choices",
+                                                   "value": {"choices": [label]}}])
+
+
 def run_round(server: BackendServer, project_id: int) -> tuple[dict, float]:
     """`labelloop train --project` in the foreground; returns the round's history row and the wall time."""
     t0 = time.perf_counter()
@@ -77,6 +96,9 @@ def main() -> None:
     parser.add_argument("--data", default="docstrings", help="a data set of benchmarks/datasets.py")
     parser.add_argument("--sizes", default="500:2500,1000:5000,2000:10000", help="labels:pool,...")
     parser.add_argument("--json", type=Path, help="also write the rows as JSON here")
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="rounds per size: the first reads every task, later ones only what changed")
+    parser.add_argument("--more-labels", type=int, default=50, help="tasks labelled between rounds")
     args = parser.parse_args()
     sizes = [tuple(int(v) for v in size.split(":")) for size in args.sizes.split(",")]
     need = max(a + b for a, b in sizes)
@@ -99,14 +121,20 @@ def main() -> None:
                 requests.post(f"{server.url}/setup", json={"project": f"{project_id}.1",
                                                            "schema": label_config(sorted(set(labels)))},
                               timeout=30).raise_for_status()
-                it, wall = run_round(server, project_id)
-                if it["status"] != "succeeded":
-                    raise RuntimeError(f"round failed: {it['error']}")
-                timings = it["metrics"]["timings"]
-                rows.append({"labels": n_labelled, "pool": n_pool, "steps": timings,
-                             "round_s": sum(timings.values()), "wall_s": wall, "accuracy": it["accuracy"]})
-                print(f"  {n_labelled} labels + {n_pool} pool: round {rows[-1]['round_s']:.1f} s "
-                      f"(wall {wall:.1f} s)", flush=True)
+                for round_no in range(1, args.rounds + 1):
+                    if round_no > 1:  # the crowd labelled a few more tasks since the last round
+                        label_more(ls, project_id, texts, labels, n_labelled, args.more_labels, round_no)
+                    it, wall = run_round(server, project_id)
+                    if it["status"] != "succeeded":
+                        raise RuntimeError(f"round failed: {it['error']}")
+                    timings = it["metrics"]["timings"]
+                    read = it["metrics"].get("read", {})
+                    rows.append({"labels": it["labels_used"], "pool": it["n_pool"], "round": round_no,
+                                 "read_mode": read.get("mode", "?"), "steps": timings,
+                                 "round_s": sum(timings.values()), "wall_s": wall, "accuracy": it["accuracy"]})
+                    print(f"  {it['labels_used']} labels + {it['n_pool']} pool, round {round_no} "
+                          f"({rows[-1]['read_mode']} read): round {rows[-1]['round_s']:.1f} s (wall {wall:.1f} s)",
+                          flush=True)
     finally:
         ls_server.stop()
     print_table(rows)
@@ -115,13 +143,14 @@ def main() -> None:
 
 
 def print_table(rows: list[dict]) -> None:
-    head = ["labels", "pool", *STEPS, "round s", "wall s", "growth"]
+    head = ["labels", "pool", "round", "read", *STEPS, "round s", "wall s", "growth"]
     print(" | ".join(head))
-    base = rows[0]
     for row in rows:
+        base = next(r for r in rows if r["round"] == row["round"])  # growth: against the same kind of round
         size_ratio = (row["labels"] + row["pool"]) / (base["labels"] + base["pool"])
         growth = (row["round_s"] / base["round_s"]) / size_ratio
-        cells = [str(row["labels"]), str(row["pool"]), *(f"{row['steps'].get(s, 0.0):.2f}" for s in STEPS),
+        cells = [str(row["labels"]), str(row["pool"]), str(row["round"]), row["read_mode"],
+                 *(f"{row['steps'].get(s, 0.0):.2f}" for s in STEPS),
                  f"{row['round_s']:.1f}", f"{row['wall_s']:.1f}", f"{growth:.2f}"]
         print(" | ".join(cells))
 

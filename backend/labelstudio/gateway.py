@@ -7,6 +7,7 @@ iteration can be marked failed with a reason a person can act on.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
@@ -18,6 +19,8 @@ PUSH_YIELD = 0.5
 #: Tries per batch, and the first pause between them (doubling).
 PUSH_ATTEMPTS = 4
 PUSH_BACKOFF_SECONDS = 0.5
+#: Tries per read (a task page, the export) before a round gives up.
+READ_ATTEMPTS = 3
 
 
 class LabelStudioError(RuntimeError):
@@ -57,6 +60,53 @@ class LabelStudioGateway:
                 yield _dump(task)
         except Exception as exc:  # the SDK raises ApiError, httpx errors, ...
             raise LabelStudioError(f"reading tasks of {where} failed: {exc}") from exc
+
+    def labelled_tasks(self, project_id: int) -> list[dict[str, Any]]:
+        """Every task with at least one annotation (cancelled ones included), with its annotations.
+
+        Through the project's JSON export: Label Studio serialises a labelled task there in about a
+        third of the time its task list takes (2,000 tasks: 6 s against 19 s).
+        """
+        response = self._get(f"api/projects/{project_id}/export", {"exportType": "JSON", "download_all_tasks": "false"},
+                             f"reading the labelled tasks of project {project_id} (export)")
+        tasks = response.json()
+        if not isinstance(tasks, list):
+            raise LabelStudioError(f"exporting project {project_id} returned {type(tasks).__name__}, not a list")
+        return tasks
+
+    def task_count(self, project_id: int) -> int:
+        """How many tasks the project has (one tiny page of the task list: Label Studio counts them)."""
+        body = self._get("api/tasks", {"project": project_id, "fields": "task_only", "page_size": 1, "page": 1},
+                         f"reading the task count of project {project_id}").json()
+        return int(body.get("total") or 0)
+
+    def list_tasks(self, project_id: int, updated_after: str | None = None,
+                   page_size: int = 1000) -> Iterator[dict[str, Any]]:
+        """Task objects without annotations (id, data, updated_at), all of them or those updated after a stamp."""
+        params: dict[str, Any] = {"project": project_id, "fields": "task_only", "page_size": page_size}
+        if updated_after:
+            params["query"] = json.dumps({"filters": {"conjunction": "and", "items": [
+                {"filter": "filter:tasks:updated_at", "operator": "greater", "type": "Datetime",
+                 "value": updated_after}]}})
+        seen, page = 0, 1
+        while True:
+            body = self._get("api/tasks", {**params, "page": page},
+                             f"reading tasks of project {project_id} (page {page})").json()
+            tasks = body.get("tasks") or []
+            yield from tasks
+            seen += len(tasks)
+            if not tasks or seen >= int(body.get("total") or 0):
+                return
+            page += 1
+
+    def _get(self, path: str, params: dict[str, Any], what: str) -> Any:
+        """A GET through the SDK's own HTTP client (its authentication), retried; raises for an error status."""
+        def call() -> Any:
+            response = self.client._client_wrapper.httpx_client.request(  # noqa: SLF001 - no public wrapper
+                path, method="GET", params=params)
+            response.raise_for_status()
+            return response
+        return self._with_retries(call, what, attempts=READ_ATTEMPTS)
 
     def create_task_view(self, project_id: int, title: str, task_ids: Sequence[int]) -> int:
         """A saved Data Manager tab listing exactly ``task_ids`` (an OR of id filters); returns its id."""

@@ -27,6 +27,7 @@ from backend.labelstudio.tasks import (
 )
 from backend.labelstudio.tasktypes import TaskType
 from backend.service.models import build_estimator, verify_loadable
+from backend.service.reading import read_tasks
 from backend.store import Store
 from backend.store.artifacts import ModelStore
 from backend.store.schema import Iteration, Project
@@ -316,14 +317,16 @@ class IterationRunner:
         load_image = ImageFetcher(gateway.url, gateway.auth_headers) if spec.modality == "image" else None
         policy, steps = project.rules, StepTimer()
         with steps("read"):
-            data = collect(gateway.iter_tasks(project.id), spec)
+            read = read_tasks(gateway, self.store, project.id)
+            data = collect(read.tasks, spec)
         with steps("split"):
             split = split_inputs(data, spec, load_image, policy.validation_fraction)
         estimator = build_estimator(policy, spec, random_state=iteration.number)
         with steps("fit"):
             estimator.fit(split.train_x, spec.model_targets(split.train_y))
         strategy = get_strategy(policy.strategy)
-        metrics: dict[str, Any] = {"skipped": data.skipped, "validation_source": split.validation_source}
+        metrics: dict[str, Any] = {"skipped": data.skipped, "validation_source": split.validation_source,
+                                   "read": read.stats()}
         if getattr(estimator, "calibration_reason_", None):
             metrics["calibration_reason"] = estimator.calibration_reason_
         with steps("evaluate"):
@@ -382,7 +385,12 @@ class IterationRunner:
         and the history says so. Any other refusal fails the round.
         """
         if predictions:
-            gateway.import_predictions(project.id, predictions, self.push_batch_size)
+            try:
+                gateway.import_predictions(project.id, predictions, self.push_batch_size)
+            except LabelStudioError:
+                # Perhaps a cached task no longer exists: the next round lists every task afresh.
+                self.store.drop_task_cache(project.id)
+                raise
         if not still_owner():
             raise TrainingError("lost the training lease before publishing (another worker took over)")
         try:

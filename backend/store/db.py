@@ -13,9 +13,11 @@ from backend.store.base import MIGRATIONS, Database, as_utc, make_engine
 from backend.store.iterations import IterationStore
 from backend.store.jobs import JobStore
 from backend.store.projects import ProjectStore, ServingState
+from backend.store.taskcache import TaskCacheStore
 
 __all__ = ["MIGRATIONS", "Database", "ServingState", "Store", "as_utc", "make_engine"]
 
 
-class Store(ProjectStore, IterationStore, JobStore):
-    """The whole store: projects and events, training rounds and leases, background jobs, on one engine."""
+class Store(ProjectStore, IterationStore, JobStore, TaskCacheStore):
+    """The whole store: projects and events, training rounds and leases, background jobs, cached task
+    inputs, on one engine."""

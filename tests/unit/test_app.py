@@ -47,6 +47,19 @@ class FakeGateway:
     def iter_tasks(self, project_id: int, view: int | None = None):
         yield from self.tasks
 
+    # The round's reads, as Label Studio answers them: the export holds every task with an annotation
+    # (cancelled ones too); the task list holds no annotations and filters on the update stamp.
+    def labelled_tasks(self, project_id: int) -> list[dict[str, Any]]:
+        return [t for t in self.tasks if t.get("annotations")]
+
+    def task_count(self, project_id: int) -> int:
+        return len(self.tasks)
+
+    def list_tasks(self, project_id: int, updated_after: str | None = None):
+        for t in self.tasks:
+            if updated_after is None or str(t.get("updated_at") or "") > updated_after:
+                yield {k: v for k, v in t.items() if k not in ("annotations", "predictions")}
+
     def create_task_view(self, project_id: int, title: str, task_ids) -> int:
         self.views.append((title, list(task_ids)))
         return len(self.views)
@@ -163,9 +176,11 @@ def test_webhooks_train_after_n_labels_then_predict_serves_the_new_version(app_e
     setup_project(client)
     for i, label in enumerate(["pos", "neg"]):
         resp = client.post("/webhook", json=annotation_event(100 + i, label))
-        assert resp.status_code == 200 and resp.get_json()["queued"] is None
+        assert resp.status_code == 200 and resp.get_json()["labels"] == 1
+    services.wait_settled()
+    assert services.store.iterations(1) == [] and services.store.labels_since(1) == 2
     resp = client.post("/webhook", json=annotation_event(102, "pos"))
-    assert resp.get_json()["queued"] == "it-1"
+    assert resp.status_code == 200
     it = wait_for_iteration(services, 1, 1)
     assert it.status == "succeeded", it.error
     assert it.labels_used == 24 and it.n_pool == 10 and it.n_train + it.n_validation == 24
@@ -196,7 +211,7 @@ def test_start_training_always_trains(app_env) -> None:
     client, services, _ = app_env
     setup_project(client)
     resp = client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 1}})
-    assert resp.status_code == 200 and resp.get_json()["queued"] == "it-1"
+    assert resp.status_code == 200 and resp.get_json()["labels"] == 0
     assert wait_for_iteration(services, 1, 1).status == "succeeded"
 
 
