@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from backend.service.scheduling import RecordedJobs, TrainingJobs
 from backend.service.training import IterationRunner
 from backend.store import Store
 from backend.store.artifacts import ModelStore
-from backend.store.schema import Project
+from backend.store.schema import Iteration, Project
 
 log = logging.getLogger("labelloop")
 
@@ -56,6 +57,36 @@ class Services:
         trains = settings.role != "serve"
         self.jobs = TrainingJobs(store, runner, settings.lease_seconds, trains=trains)
         self.background = RecordedJobs(store, runs_jobs=trains)
+        # One thread per process settles webhooks after their answer (threads start on first use: after fork).
+        self._after_webhooks = ThreadPoolExecutor(max_workers=1, thread_name_prefix="labelloop-webhooks")
+
+    def after_webhook(self, project_id: int, start_training: bool) -> None:
+        """Settle a recorded webhook after its answer: count the project's labels, queue a round if due."""
+        self._after_webhooks.submit(self._settle_logged, project_id, start_training)
+
+    def settle_webhook(self, project_id: int, start_training: bool) -> Iteration | None:
+        """Queue a round for START_TRAINING, or when ``retrain_every`` labels arrived since the last one."""
+        if start_training:
+            return self.jobs.trigger(project_id, "START_TRAINING")
+        state = self.store.serving_state(project_id)
+        if state is not None and self.store.labels_since(project_id) >= state.retrain_every:
+            return self.jobs.trigger(project_id, "labels")
+        return None
+
+    def wait_settled(self, timeout: float = 30.0) -> None:
+        """Return once every webhook answered so far has been settled (the settling thread runs in order)."""
+        self._after_webhooks.submit(lambda: None).result(timeout=timeout)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Settle what was answered, then stop training threads (tests, and a clean shutdown)."""
+        self._after_webhooks.shutdown(wait=True)
+        self.jobs.stop(timeout)
+
+    def _settle_logged(self, project_id: int, start_training: bool) -> None:
+        try:
+            self.settle_webhook(project_id, start_training)
+        except Exception:  # the next webhook, or the ticker (projects_due_by_labels), settles it again
+            log.exception("project %s: queueing a round after a webhook failed", project_id)
 
     def tick(self, background: bool = True) -> None:
         """One round of background duties: training (timers, lost rounds, queued runs) and queued jobs.

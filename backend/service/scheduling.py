@@ -149,6 +149,8 @@ class TrainingJobs:
             return
         for project_id in self.store.projects_due_by_timer():
             self.trigger(project_id, "timer", background=background)
+        for project_id in self.store.projects_due_by_labels():  # a webhook's own trigger was lost
+            self.trigger(project_id, "labels", background=background)
         for project_id in self.store.projects_with_lost_rounds():
             self.recover(project_id)
         for project_id in self.store.projects_with_queued():

@@ -9,8 +9,9 @@ from typing import Any
 
 from sqlalchemy import func, insert, or_, select, update
 
+from backend.config import ProjectPolicy
 from backend.store.base import Database, as_utc
-from backend.store.schema import Artifact, Iteration, Project, TaskScore, utcnow
+from backend.store.schema import Artifact, Event, Iteration, Project, TaskScore, utcnow
 
 #: How a round whose trainer died is marked (the start of its error).
 LOST_ROUND = "worker lost"
@@ -113,7 +114,9 @@ class IterationStore(Database):
             rules = project.rules
             iteration.strategy = rules.strategy
             iteration.queue = rules.queue
-            project.labels_since_iteration = 0
+            # The labels counted so far go into this round; count from the newest event on.
+            project.counted_from_event = int(s.scalar(
+                select(func.coalesce(func.max(Event.id), 0)).where(Event.project_id == project_id)) or 0)
             s.flush()
             return iteration
 
@@ -174,7 +177,9 @@ class IterationStore(Database):
         with self.session() as s:
             rows = s.execute(
                 select(Project.id, Project.retrain_interval_s).where(
-                    Project.retrain_interval_s > 0, Project.labels_since_iteration > 0
+                    Project.retrain_interval_s > 0,
+                    select(Event.id).where(Event.project_id == Project.id, Event.n_labels > 0,
+                                           Event.id > Project.counted_from_event).exists(),
                 )
             ).all()
             for project_id, interval in rows:
@@ -184,6 +189,24 @@ class IterationStore(Database):
                 last = as_utc(last)
                 if last is None or now - last >= timedelta(seconds=interval):
                     due.append(project_id)
+        return due
+
+    def projects_due_by_labels(self) -> list[int]:
+        """Projects with ``retrain_every`` labels since their last round and no round queued or running.
+
+        A webhook queues the round itself right after answering; this is the safety net for a process
+        that died in between (the labels are counted from the events, so nothing is lost).
+        """
+        due: list[int] = []
+        with self.session() as s:
+            busy = select(Iteration.id).where(Iteration.project_id == Project.id,
+                                              Iteration.status.in_(("queued", "running"))).exists()
+            rows = s.execute(select(Project.id, Project.policy, Project.counted_from_event).where(~busy)).all()
+            for project_id, policy, start in rows:
+                pending = s.scalar(select(func.coalesce(func.sum(Event.n_labels), 0))
+                                   .where(Event.project_id == project_id, Event.id > (start or 0))) or 0
+                if pending and pending >= ProjectPolicy.from_stored(policy).retrain_every:
+                    due.append(int(project_id))
         return due
 
     def fail_iteration(self, iteration_id: int, error: str) -> None:

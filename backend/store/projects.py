@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 
 from backend.config import ProjectPolicy
 from backend.store.base import Database
@@ -64,7 +64,8 @@ class ProjectStore(Database):
         with self.session() as s:
             project = s.get(Project, project_id)
             if project is None:
-                project = Project(id=project_id, label_config=label_config or "", labels_since_iteration=0)
+                project = Project(id=project_id, label_config=label_config or "", labels_since_iteration=0,
+                                  counted_from_event=0)
                 project.set_rules(policy or defaults)
                 s.add(project)
             elif policy is not None:
@@ -114,36 +115,37 @@ class ProjectStore(Database):
         payload: dict[str, Any] | None = None,
         error: str | None = None,
     ) -> int:
-        """Store the event and add its labels to the project's counter. Returns the new counter.
+        """Store the event (one INSERT, nothing to lock); returns its id.
 
         The event is the record of what arrived, so it is always storable: the action is cut to its
         column and cleaned, like the error; ids that do not fit an Integer column are dropped (the
-        callers in backend/web refuse such requests, and still record them here).
+        callers in backend/web refuse such requests, and still record them here). Its labels count
+        towards the next round through :meth:`labels_since` rather than a counter row: under a storm
+        of webhooks every request used to queue for that row's lock.
         """
         action_chars = Event.__table__.c.action.type.length
         with self.session() as s:
-            s.add(
-                Event(
-                    project_id=project_id,
-                    action=storable_text(action, action_chars) or "(none)",
-                    annotation_id=storable_id(annotation_id),
-                    task_id=storable_id(task_id),
-                    n_labels=n_labels,
-                    payload=payload,
-                    error=storable_text(error, MAX_ERROR_CHARS) if error is not None else None,
-                )
+            event = Event(
+                project_id=project_id,
+                action=storable_text(action, action_chars) or "(none)",
+                annotation_id=storable_id(annotation_id),
+                task_id=storable_id(task_id),
+                n_labels=n_labels,
+                payload=payload,
+                error=storable_text(error, MAX_ERROR_CHARS) if error is not None else None,
             )
-            if project_id is None:
-                return 0
-            if not n_labels:
-                return s.scalar(select(Project.labels_since_iteration).where(Project.id == project_id)) or 0
-            s.flush()  # the event's INSERT first: the counter's row lock is then held for one statement only
-            return s.scalar(
-                update(Project)
-                .where(Project.id == project_id)
-                .values(labels_since_iteration=Project.labels_since_iteration + n_labels)
-                .returning(Project.labels_since_iteration)
-            ) or 0
+            s.add(event)
+            s.flush()
+            return int(event.id)
+
+    def labels_since(self, project_id: int) -> int:
+        """Labels that arrived since the last round started (the events after ``counted_from_event``)."""
+        with self.session() as s:
+            start = select(Project.counted_from_event).where(Project.id == project_id).scalar_subquery()
+            return int(s.scalar(
+                select(func.coalesce(func.sum(Event.n_labels), 0))
+                .where(Event.project_id == project_id, Event.id > func.coalesce(start, 0))
+            ) or 0)
 
     def events(self, project_id: int) -> list[Event]:
         with self.session() as s:

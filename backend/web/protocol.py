@@ -179,17 +179,15 @@ def handle_webhook(svc: Services, record: WebhookRecord, body: dict[str, Any]) -
         state = svc.store.serving_state(project_id)
         assert state is not None
     n_labels, error = count_labels(action, body, annotation, state.label_config)
-    counter = record.record(project_id, annotation_id=annotation_id, task_id=task_id, n_labels=n_labels,
-                            error=str(error) if error else None)
+    event_id = record.record(project_id, annotation_id=annotation_id, task_id=task_id, n_labels=n_labels,
+                             error=str(error) if error else None)
     if error is not None:
         raise error
-    queued = None
-    if action == "START_TRAINING":
-        queued = svc.jobs.trigger(project_id, "START_TRAINING")
-    elif n_labels and counter >= state.retrain_every:
-        queued = svc.jobs.trigger(project_id, "labels")
-    return {"status": "ok", "action": action, "labels_since_iteration": counter,
-            "queued": queued.version if queued else None}
+    # Recorded: answer now; counting the labels and queueing a round happen after (Label Studio waits
+    # 1 s for the answer, a storm of webhooks must not queue behind each other's training triggers).
+    if action == "START_TRAINING" or n_labels:
+        svc.after_webhook(project_id, start_training=action == "START_TRAINING")
+    return {"status": "ok", "action": action, "event": event_id, "labels": n_labels}
 
 
 class WebhookRecord:
@@ -252,7 +250,7 @@ def metrics() -> Response:
         projects.append({
             "project": p.id,
             "current_version": p.current_version,
-            "labels_since_iteration": p.labels_since_iteration,
+            "labels_since_iteration": store.labels_since(p.id),
             "iterations": {s: sum(1 for i in its if i.status == s)
                            for s in ("queued", "running", "succeeded", "failed")},
         })

@@ -123,7 +123,7 @@ def _run(label_studio, backend_server_factory, tmp_path, drip_port: int) -> None
     check_round(1)
     resp = requests.post(f"{server.url}/webhook", json={"action": "START_TRAINING", "project": {"id": project.id}},
                          timeout=10)
-    assert resp.status_code == 200 and resp.json()["queued"] == "it-2"
+    assert resp.status_code == 200
     check_round(2)
 
     def predict(ref: str) -> requests.Response:

@@ -84,7 +84,7 @@ def test_unreachable_label_studio_fails_the_iteration_with_the_reason(backend_se
     assert requests.post(f"{server.url}/setup", json={"project": "5.1", "schema": config},
                          timeout=10).status_code == 200
     resp = requests.post(f"{server.url}/webhook", json={"action": "START_TRAINING", "project": {"id": 5}}, timeout=10)
-    assert resp.status_code == 200 and resp.json()["queued"] == "it-1"
+    assert resp.status_code == 200
     it = wait_finished(server, 5, 1, timeout=120)
     assert it["status"] == "failed" and "LabelStudioError" in it["error"] and "reading tasks" in it["error"]
     # Serving goes on: no model yet, so no predictions, and no error.

@@ -23,7 +23,7 @@ def app_env(tmp_path):
     gateway = FakeGateway(make_tasks(24, 10))
     services.gateway_for = lambda project: gateway
     yield app.test_client(), services, gateway
-    services.jobs.stop()
+    services.stop()
     services.store.dispose()
 
 

@@ -99,7 +99,7 @@ def byo_app(tmp_path, user_file):
     gateway = FakeGateway(make_tasks(40, 20))
     services.gateway_for = lambda project: gateway
     yield app.test_client(), services, gateway, spec
-    services.jobs.stop()
+    services.stop()
     services.store.dispose()
 
 

@@ -28,7 +28,7 @@ def limited(database_url, tmp_path) -> Iterator[tuple[Any, Any]]:
                                    predict_batch_size=3, max_event_bytes=8192)
     assert setup_project(client).status_code == 200
     yield client, services
-    services.jobs.stop()
+    services.stop()
     services.store.dispose()
 
 
@@ -118,7 +118,8 @@ def test_a_webhook_too_big_to_store_keeps_its_action_and_ids(limited) -> None:
                                                              "type": "choices", "value": {"choices": ["pos"]}}]}
                             for i in range(150)]}
     resp = client.post("/webhook", json=hook)
-    assert resp.status_code == 200 and resp.get_json()["labels_since_iteration"] == 150  # counted in full
+    assert resp.status_code == 200 and resp.get_json()["labels"] == 150  # counted in full
+    assert services.store.labels_since(1) == 150
     (event,) = events(services)
     stored = event.payload
     assert stored["action"] == "ANNOTATIONS_CREATED" and stored["project"] == {"id": 1}

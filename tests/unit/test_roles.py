@@ -29,15 +29,21 @@ def shared(tmp_path):
     server.gateway_for = worker.gateway_for = lambda project: gateway
     yield app.test_client(), server, worker, gateway
     for services in (server, worker):
-        services.jobs.stop()
+        services.stop()
         services.store.dispose()
+
+
+def start_training(client, server: Services) -> None:
+    """A START_TRAINING webhook, answered and then settled (its round queued) by the server."""
+    assert client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 1}}).status_code == 200
+    server.wait_settled()
 
 
 def test_a_round_queued_by_a_server_is_trained_by_the_worker(shared) -> None:
     client, server, worker, gateway = shared
     setup_project(client)
-    resp = client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 1}})
-    assert resp.get_json()["queued"] == "it-1"
+    start_training(client, server)
+    assert [it.version for it in server.store.iterations(1)] == ["it-1"]
     assert server.jobs._active == {}  # the server started no training thread
     assert [it.status for it in server.store.iterations(1)] == ["queued"]
     server.tick()  # a serve-only replica's tick does nothing
@@ -55,7 +61,7 @@ def test_a_round_queued_by_a_server_is_trained_by_the_worker(shared) -> None:
 def test_an_autolabel_job_started_on_a_server_is_run_by_the_worker(shared) -> None:
     client, server, worker, _ = shared
     setup_project(client)
-    client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 1}})
+    start_training(client, server)
     worker.tick(background=False)
     job_id = client.post("/projects/1/autolabel", json={"target_precision": 0.5}).get_json()["job_id"]
     assert client.get(f"/jobs/{job_id}").get_json()["status"] == "queued"
@@ -77,10 +83,10 @@ def test_a_job_is_claimed_once(shared) -> None:
 def test_a_round_whose_trainer_died_is_failed_retried_once_and_cleaned_up(shared) -> None:
     client, server, worker, gateway = shared
     setup_project(client)
-    client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 1}})
+    start_training(client, server)
     worker.tick(background=False)  # it-1 succeeds
     # A second round starts on a trainer that then dies (kill -9): running, its lease left to expire.
-    client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 1}})
+    start_training(client, server)
     assert server.store.acquire_lease(1, "dead-trainer", 60)
     running = server.store.start_next_queued(1, "dead-trainer")
     gateway.import_predictions(1, [{"task": 124, "result": [], "score": 0.5, "model_version": running.version}], 500)
@@ -100,7 +106,7 @@ def test_a_round_whose_trainer_died_is_failed_retried_once_and_cleaned_up(shared
     assert server.store.serving_state(1).version == "it-3"
 
     # A retry that dies too is not retried again.
-    client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 1}})
+    start_training(client, server)
     with server.store.session() as s:
         s.execute(update(Iteration).where(Iteration.version == "it-4").values(trigger="retry"))
     assert server.store.acquire_lease(1, "dead-again", 60)
@@ -116,7 +122,7 @@ def test_pool_scores_are_looked_up_by_the_serving_iteration_only(shared) -> None
     client, server, worker, _ = shared
     setup_project(client)
     for _ in (1, 2):
-        client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 1}})
+        start_training(client, server)
         worker.tick(background=False)
     first, second = server.store.iterations(1)
     one = server.store.scored_tasks(first.id, [124, 125, 999])
@@ -135,7 +141,7 @@ def test_the_random_validation_stream_is_fixed_and_never_trained_on(shared) -> N
     gateway.tasks[:] = make_tasks(24, 60)
     setup_project(client)
     for _ in (1, 2):
-        client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 1}})
+        start_training(client, server)
         worker.tick(background=False)
     first, second = server.store.iterations(1)
     pool_ids = [t["id"] for t in gateway.tasks if not t["annotations"]]
@@ -155,12 +161,12 @@ def test_predict_answers_pool_tasks_from_the_serving_round_and_computes_the_rest
     client, server, worker, gateway = shared
     gateway.tasks[:] = make_tasks(24, 40)
     setup_project(client)
-    client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 1}})
+    start_training(client, server)
     worker.tick(background=False)
     for task in gateway.tasks[24:34]:  # ten more labels: the second round's model and queue differ
         task["annotations"] = [{"id": task["id"] * 10, "result": [{"from_name": "sentiment", "to_name": "text",
                                 "type": "choices", "value": {"choices": ["pos" if task["id"] % 2 == 0 else "neg"]}}]}]
-    client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 1}})
+    start_training(client, server)
     worker.tick(background=False)
     first, second = server.store.iterations(1)
     rows = {r.task_id: r for r in server.store.task_scores(second.id)}
@@ -183,7 +189,7 @@ def test_only_the_head_of_the_queue_is_pushed_and_predict_serves_the_rest(shared
     client, server, worker, gateway = shared
     worker.jobs.runner.push_limit = 4
     setup_project(client)
-    client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 1}})
+    start_training(client, server)
     worker.tick(background=False)
     (it,) = server.store.iterations(1)
     assert it.status == "succeeded", it.error
@@ -198,7 +204,7 @@ def test_only_the_head_of_the_queue_is_pushed_and_predict_serves_the_rest(shared
 def test_two_drains_in_one_process_never_run_a_round_twice(shared) -> None:
     client, server, worker, _ = shared
     setup_project(client)
-    client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 1}})
+    start_training(client, server)
     guard = worker.jobs._drain_guard(1)
     with guard:  # another thread of this process is draining project 1 (it shares the lease owner name)
         assert worker.jobs.drain(1) == []

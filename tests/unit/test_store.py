@@ -69,18 +69,32 @@ def test_upgrade_to_0004_keeps_policy_and_predictions(request, tmp_path, databas
     assert (rules.stop_kappa, rules.stop_window, rules.keep_versions, rules.model) == (0.95, 4, 3, "auto")
     assert old.predictions_of(1, [42]) == {42: ["pos", "neg"]}
     assert old.projects_due_by_timer(now=utcnow() + timedelta(days=1)) == [5]  # retrain_interval_s kept as a column
+    assert old.labels_since(5) == 2  # the old counter carried over (0006)
     old.dispose()
 
 
 def test_events_count_labels_and_survive_a_new_store(store: Store) -> None:
     store.ensure_project(7, POLICY, label_config="<View/>")
-    assert store.record_event(7, "ANNOTATION_CREATED", annotation_id=1, task_id=2, n_labels=1) == 1
-    assert store.record_event(7, "ANNOTATIONS_CREATED", n_labels=4, payload={"a": [1]}) == 5
-    assert store.record_event(7, "PROJECT_UPDATED") == 5
-    again = Store(store.url)  # "restart": counters live in SQL, not in memory
-    assert again.get_project(7).labels_since_iteration == 5
+    first = store.record_event(7, "ANNOTATION_CREATED", annotation_id=1, task_id=2, n_labels=1)
+    assert store.record_event(7, "ANNOTATIONS_CREATED", n_labels=4, payload={"a": [1]}) > first
+    store.record_event(7, "PROJECT_UPDATED")
+    assert store.labels_since(7) == 5
+    again = Store(store.url)  # "restart": the count lives in SQL, not in memory
+    assert again.labels_since(7) == 5
     assert [e.action for e in again.events(7)] == ["ANNOTATION_CREATED", "ANNOTATIONS_CREATED", "PROJECT_UPDATED"]
     again.dispose()
+
+
+def test_a_round_that_starts_takes_the_labels_counted_so_far(store: Store) -> None:
+    store.ensure_project(8, POLICY)
+    store.record_event(8, "ANNOTATION_CREATED", n_labels=3)
+    assert store.projects_due_by_labels() == [8]  # retrain_every=3 labels arrived, nothing queued yet
+    store.request_training(8, "labels")
+    assert store.projects_due_by_labels() == []  # a round is queued: nothing else to trigger
+    assert store.acquire_lease(8, "w", 60) and store.start_next_queued(8, "w") is not None
+    assert store.labels_since(8) == 0
+    store.record_event(8, "ANNOTATION_CREATED", n_labels=2)
+    assert store.labels_since(8) == 2
 
 
 def test_triggers_fold_into_one_queued_iteration(store: Store) -> None:
