@@ -7,6 +7,7 @@ Label Studio address) comes from here; per-project policy (strategy, retrain thr
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -63,6 +64,9 @@ class ProjectPolicy(BaseModel):
     # Predictions of this many newest versions stay in Label Studio (0 = keep all); older ones are deleted,
     # except versions an auto-labelling run used.
     keep_versions: int = Field(default=2, ge=0)
+    # Object detection (RectangleLabels): parameters of the built-in detector (model.detection.BoxDetector),
+    # e.g. {"image_size": 128, "epochs": 60}; LABELLOOP_DETECTOR takes them as JSON.
+    detector: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("strategy", "queue", "calibration")
     @classmethod
@@ -70,6 +74,20 @@ class ProjectPolicy(BaseModel):
         choices = _choices(info.field_name or "")
         if value not in choices:
             raise ValueError(f"unknown {info.field_name} {value!r}; choose one of {choices}")
+        return value
+
+    @field_validator("detector")
+    @classmethod
+    def _detector_params(cls, value: dict[str, Any]) -> dict[str, Any]:
+        """Only BoxDetector's own parameters (not its classes: those come from the label config)."""
+        if not value:
+            return value  # nothing to check: torch is not imported for a project that has no detector
+        from model.detection.detector import BoxDetector
+
+        known = set(BoxDetector().get_params()) - {"classes"}
+        unknown = sorted(set(value) - known)
+        if unknown:
+            raise ValueError(f"unknown detector parameter(s) {unknown}; choose from {sorted(known)}")
         return value
 
     @field_validator("model")
@@ -184,6 +202,11 @@ class Settings(BaseModel):
         policy_raw: dict[str, Any] = {key: get(name) for key, name in env_names.items() if get(name) is not None}
         if "trusted_types" in policy_raw:  # a comma-separated list in the environment
             policy_raw["trusted_types"] = [t.strip() for t in str(policy_raw["trusted_types"]).split(",") if t.strip()]
+        if "detector" in policy_raw:  # JSON in the environment
+            try:
+                policy_raw["detector"] = json.loads(str(policy_raw["detector"]))
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"LABELLOOP_DETECTOR={policy_raw['detector']!r}: not JSON ({exc})") from exc
         try:
             policy = ProjectPolicy.model_validate(policy_raw)
         except ValidationError as exc:

@@ -32,6 +32,7 @@ from sklearn.base import BaseEstimator
 # allowlist check below, which only resolves names among already imported modules.
 import model.calibration  # noqa: F401  (ProbabilityCalibrator, inside calibrated estimators)
 import model.custom  # noqa: F401  (BringYourOwn, around a user's estimator)
+import model.detection.detector  # noqa: F401  (BoxDetector; imports no torch)
 import model.estimators  # noqa: F401
 import model.features  # noqa: F401
 from model import arrays_io

@@ -1,6 +1,6 @@
 """Turn a Label Studio label config (XML) into the task type the model serves.
 
-Each control tag with a registered task type (labelstudio/tasktypes/: `Choices` today) over one
+Each control tag with a registered task type (labelstudio/tasktypes/: `Choices`, `RectangleLabels`) over one
 `Text` or `Image` object is served; anything else is refused up front, at `/setup`, with the tag
 named, so a user finds out when connecting the backend rather than after the first training round.
 """
@@ -8,12 +8,14 @@ named, so a user finds out when connecting the backend rather than after the fir
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 from label_studio_sdk.label_interface import LabelInterface
 
-from backend.labelstudio.tasktypes import TASK_TYPES, TaskType, UnsupportedConfig
+from backend.labelstudio.tasktypes import TASK_TYPES, MultiControlTask, TaskType, UnsupportedConfig
 
-SUPPORTED = "one <Choices> control (single or choice=\"multiple\") over a <Text> or <Image> object"
+SUPPORTED = ("<Choices> (single or choice=\"multiple\") over a <Text> or <Image> object and <RectangleLabels> over "
+             "an <Image>; several such controls on one object get a model each")
 OBJECT_TAGS = ("Text", "Image")
 
 __all__ = ["SUPPORTED", "TaskType", "UnsupportedConfig", "cached_spec", "parse_label_config"]
@@ -33,10 +35,20 @@ def parse_label_config(config_xml: str) -> TaskType:
     if others:
         tags = ", ".join(f"<{c.tag} name=\"{c.name}\">" for c in others)
         raise UnsupportedConfig(f"unsupported control tag {tags}; labelloop serves {SUPPORTED}")
-    if len(served) != 1:
-        found = ", ".join(f"<{c.tag} name=\"{c.name}\">" for c in served) or "none"
-        raise UnsupportedConfig(f"expected exactly one <Choices> control, found {found}; labelloop serves {SUPPORTED}")
-    control = served[0]
+    if not served:
+        raise UnsupportedConfig(f"expected at least one supported control, found none; labelloop serves {SUPPORTED}")
+    specs = [_control_spec(interface, control) for control in served]
+    if len(specs) == 1:
+        return specs[0]
+    objects = {(s.to_name, s.data_key) for s in specs}
+    if len(objects) != 1:
+        names = ", ".join(f"<{c.tag} name=\"{c.name}\"> on {c.to_name[0]!r}" for c in served)
+        raise UnsupportedConfig(f"several controls must label the same object to get a model each; found {names}")
+    return MultiControlTask.of(specs)
+
+
+def _control_spec(interface: LabelInterface, control: Any) -> TaskType:
+    """One control's task type, with the object it labels checked."""
     if len(control.to_name) != 1:
         raise UnsupportedConfig(
             f"<{control.tag} name=\"{control.name}\"> must point at one object (toName), got {control.to_name}"

@@ -122,6 +122,7 @@ def run_autolabel(
     pushed = already = 0
     failed: list[dict[str, Any]] = []
     confidence_of: dict[int, float] = {}
+    boxes_of: dict[int, list[float]] = {}  # detection: each image's box scores (coverage per box)
     report("predicting", 0, total)
     for start in range(0, total, chunk):
         block = tasks[start : start + chunk]
@@ -138,7 +139,8 @@ def run_autolabel(
             new = []
             for tid, lab, confidence, conf in zip(ids, scored.labels, scored.confidence, scored.decision,
                                                   strict=True):
-                confidence_of[tid] = float(conf)
+                confidence_of[tid] = spec.item_confidence(lab, float(conf))
+                boxes_of[tid] = [float(b.get("score", 1.0)) for b in lab] if spec.kind == "detection" else []
                 if tid in has_version:
                     already += 1
                 else:
@@ -169,6 +171,7 @@ def run_autolabel(
         "more_labels_estimate": _more_labels(chosen, n_crossfit, project.rules.validation_fraction),
         "coverage": (len(auto) / len(confidence_of)) if confidence_of else 0.0,
         "coverage_definition": COVERAGE_DEFINITION,
+        **_box_coverage(spec, boxes_of, threshold),
         "n_tasks": total,
         "n_predicted": len(confidence_of),
         "n_pushed": pushed,
@@ -205,7 +208,13 @@ def choose_threshold(request: AutolabelRequest, store: Store, project: Project, 
     confidence = np.asarray(validation.get("confidence") or [], dtype=float)
     correct = np.asarray(validation.get("correct") or [], dtype=bool)
     n_crossfit = 0
-    if request.crossfit:
+    rows = validation.get("rows")
+    if rows is not None:
+        # Per-row guarantee (a detection control: one row per predicted box). Cross-fitting would mean five
+        # more detector fits per run; the validation split's rows are what certifies the threshold.
+        confidence = np.asarray(rows.get("score") or [], dtype=float)
+        correct = np.asarray(rows.get("correct") or [], dtype=bool)
+    elif request.crossfit and spec.kind == "classification":  # cross-fitting refits class probabilities
         policy = project.rules
         try:
             every = project_tasks if project_tasks is not None else gateway.iter_tasks(project.id)
@@ -220,6 +229,19 @@ def choose_threshold(request: AutolabelRequest, store: Store, project: Project, 
     chosen = precision_threshold(confidence, correct, request.target_precision,
                                  confidence_level=request.confidence_level, rule=request.rule)
     return chosen, n_crossfit
+
+
+def _box_coverage(spec: TaskType, boxes_of: dict[int, list[float]], threshold: float | None) -> dict[str, Any]:
+    """Detection: the threshold holds per box, so coverage is also reported per box (shown boxes at or above
+    it) next to the per-image coverage (images whose every shown box is)."""
+    if spec.kind != "detection":
+        return {}
+    from backend.labelstudio.tasktypes.rectangles import SHOWN_SCORE
+
+    shown = [s for scores in boxes_of.values() for s in scores if s >= SHOWN_SCORE]
+    kept = [s for s in shown if threshold is not None and s >= threshold]
+    return {"threshold_unit": "box", "n_boxes": len(shown),
+            "box_coverage": (len(kept) / len(shown)) if shown else 0.0}
 
 
 def _more_labels(chosen: ThresholdResult, n_crossfit: int, validation_fraction: float) -> int | None:

@@ -2,7 +2,7 @@
 
 The one place that turns ``ProjectPolicy.model`` into an estimator, so training, simulate and the
 `/setup` check agree. Built-in kinds are model.estimators.ChoiceClassifier; a factory is wrapped in
-model.custom.BringYourOwn.
+model.custom.BringYourOwn; a detection control gets model.detection.BoxDetector.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from backend.config import ProjectPolicy
-from backend.labelstudio.tasktypes import ChoicesTask
+from backend.labelstudio.tasktypes import ChoicesTask, MultiControlTask, TaskType
 from backend.service.access import Forbidden
 from model import persistence
 from model.custom import (
@@ -23,11 +23,19 @@ from model.custom import (
     trusted_type_names,
 )
 from model.estimators import make_estimator
+from model.percontrol import PerControl
 from model.uncertainty import get_strategy
 
 
-def build_estimator(policy: ProjectPolicy, spec: ChoicesTask, random_state: int | None = 0) -> Any:
+def build_estimator(policy: ProjectPolicy, spec: TaskType, random_state: int | None = 0) -> Any:
     """An unfitted estimator for the project (see module docstring)."""
+    if isinstance(spec, MultiControlTask):  # a model per control, each built as for that control alone
+        return PerControl({c.from_name: build_estimator(policy, c, random_state) for c in spec.controls})
+    if spec.kind == "detection":  # boxes: the built-in detector, with the project's detector parameters
+        from model.detection.detector import BoxDetector
+
+        return BoxDetector(classes=list(spec.labels), random_state=random_state or 0, **policy.detector)
+    assert isinstance(spec, ChoicesTask)
     if is_factory_spec(policy.model):
         return BringYourOwn(factory=policy.model, classes=list(spec.labels), multi_label=spec.multi_label,
                             random_state=random_state)

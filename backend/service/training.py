@@ -186,6 +186,8 @@ def evaluate_split(estimator: Any, strategy: AcquisitionFunction, spec: TaskType
     report = spec.evaluate(split.val_y, val.labels, val.probs)
     metrics["per_class"] = report["per_class"]
     metrics["confusion"] = report.get("confusion")
+    # Every headline figure the task type reports (detection: map50, map50_95 next to accuracy = map50).
+    metrics["evaluation"] = {k: v for k, v in report.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     correct = np.array([spec.correct(p, t) for p, t in zip(val.labels, split.val_y, strict=True)])
     # What auto-labelling needs to pick a threshold for any target precision later, for this version.
     metrics["validation"] = {
@@ -194,6 +196,9 @@ def evaluate_split(estimator: Any, strategy: AcquisitionFunction, spec: TaskType
         "correct": [int(c) for c in correct],
     }
     metrics["autolabel_curve"] = _curve_json(val.decision, correct)
+    rows = spec.threshold_rows(split.val_y, val.labels)
+    if rows is not None:  # e.g. one row per predicted box: what a detection threshold is certified on
+        metrics["validation"]["rows"] = rows
     return Evaluation(
         accuracy=report["accuracy"],
         macro_f1=report["macro_f1"],

@@ -92,7 +92,7 @@ def setup_project(client, project: str = "1.1700000000", **extra) -> Any:
     return client.post("/setup", json=body)
 
 
-def wait_for_iteration(services, project_id: int, number: int, timeout: float = 60.0):
+def wait_for_iteration(services, project_id: int, number: int, timeout: float = 180.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         its = [it for it in services.store.iterations(project_id) if it.number == number]

@@ -3,6 +3,7 @@
 import pytest
 
 from backend.labelstudio.labelconfig import UnsupportedConfig, parse_label_config
+from backend.labelstudio.tasktypes import MultiControlTask
 
 TEXT = """<View><Text name="text" value="$review"/>
 <Choices name="sentiment" toName="text"><Choice value="pos"/><Choice value="neg"/></Choices></View>"""
@@ -30,7 +31,7 @@ def test_image_multiple_choice() -> None:
          '<Labels name="ner">'),
         ('<View><Audio name="a" value="$a"/><Choices name="c" toName="a"><Choice value="x"/>'
          '<Choice value="y"/></Choices></View>', "<Audio"),
-        ('<View><Text name="t" value="$t"/></View>', "exactly one <Choices>"),
+        ('<View><Text name="t" value="$t"/></View>', "at least one supported control"),
         ("<View><Text", "not valid XML"),
         ("", "empty"),
     ],
@@ -41,8 +42,18 @@ def test_unsupported_configs_name_the_tag(config: str, needle: str) -> None:
     assert needle in str(info.value)
 
 
-def test_two_choices_controls_are_refused() -> None:
-    config = ('<View><Text name="t" value="$t"/><Choices name="a" toName="t"><Choice value="x"/><Choice value="y"/>'
-              '</Choices><Choices name="b" toName="t"><Choice value="x"/><Choice value="y"/></Choices></View>')
+def test_two_controls_on_one_object_get_a_task_type_each() -> None:
+    config = ('<View><Image name="img" value="$image"/><Choices name="scene" toName="img"><Choice value="in"/>'
+              '<Choice value="out"/></Choices><RectangleLabels name="box" toName="img"><Label value="cat"/>'
+              '</RectangleLabels></View>')
+    spec = parse_label_config(config)
+    assert isinstance(spec, MultiControlTask) and spec.kind == "multi" and spec.data_key == "image"
+    assert [(c.tag, c.from_name) for c in spec.controls] == [("Choices", "scene"), ("RectangleLabels", "box")]
+
+
+def test_controls_on_different_objects_are_refused_naming_both() -> None:
+    config = ('<View><Text name="t" value="$t"/><Text name="u" value="$u"/><Choices name="a" toName="t">'
+              '<Choice value="x"/><Choice value="y"/></Choices><Choices name="b" toName="u"><Choice value="x"/>'
+              '<Choice value="y"/></Choices></View>')
     with pytest.raises(UnsupportedConfig, match='name="a".*name="b"'):
         parse_label_config(config)

@@ -30,6 +30,8 @@ class TaskType(ABC):
 
     #: The Label Studio control tag this type serves (``Choices``, ``RectangleLabels``).
     tag: ClassVar[str] = ""
+    #: What the model predicts per task: "classification" (label names) or "detection" (boxes).
+    kind: ClassVar[str] = "classification"
 
     from_name: str
     to_name: str
@@ -64,3 +66,16 @@ class TaskType(ABC):
     @abstractmethod
     def agreement(self, before: Sequence[Any], after: Sequence[Any]) -> float | None:
         """How far two rounds' predictions on the same tasks agree (the stopping signal), in [-1, 1]."""
+
+    def threshold_rows(self, truth: Sequence[Any], predicted: Sequence[Any]) -> dict[str, list[Any]] | None:
+        """Rows auto-labelling picks a threshold from when they are not one per task (None: per task).
+
+        A detection control returns one row per predicted box (its score, whether it matched a true
+        box, its image's index), since its guarantee holds per box.
+        """
+        return None
+
+    def item_confidence(self, predicted: Any, decision: float) -> float:
+        """What auto-labelling compares with its threshold for one task (rows from :meth:`threshold_rows`
+        or, by default, the task's decision confidence)."""
+        return float(decision)

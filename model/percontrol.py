@@ -1,0 +1,53 @@
+"""One model per labelling control, over the same input: e.g. a scene class and the boxes of one image.
+
+A label config with several controls (``<Choices>`` and ``<RectangleLabels>`` over one ``<Image>``)
+asks several questions of each task. Each control gets its own estimator, trained on the tasks whose
+annotation answers that control; the scoring kernel scores every control with its own model and
+joins the answers per task (:func:`model.scoring.score`). Arrays in, arrays out: targets arrive as
+``{control: target or None}`` per task, already in the form each control's estimator takes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sklearn.base import BaseEstimator
+from sklearn.utils.validation import check_is_fitted
+
+
+class PerControl(BaseEstimator):
+    """``estimators``: control name -> unfitted estimator. Fitted: ``estimators_`` and ``n_trained_``."""
+
+    def __init__(self, estimators: Mapping[str, Any] | None = None) -> None:
+        self.estimators = estimators
+
+    def fit(self, X: Sequence[Any], y: Sequence[Mapping[str, Any]]) -> PerControl:
+        """Fit each control's estimator on the tasks that answer it (a None target leaves a task out).
+
+        A control no task answers yet stays unfitted and is left out of predictions until it is.
+        """
+        if not self.estimators:
+            raise ValueError("PerControl needs at least one control's estimator")
+        if len(X) != len(y):
+            raise ValueError(f"{len(X)} inputs but {len(y)} targets")
+        self.estimators_: dict[str, Any] = {}
+        self.n_trained_: dict[str, int] = {}
+        for name, estimator in self.estimators.items():
+            rows = [i for i, target in enumerate(y) if target.get(name) is not None]
+            self.n_trained_[name] = len(rows)
+            if rows:
+                self.estimators_[name] = estimator.fit([X[i] for i in rows], [y[i][name] for i in rows])
+        if not self.estimators_:
+            raise ValueError("no task answers any control: nothing to train")
+        return self
+
+    @property
+    def controls_(self) -> list[str]:
+        """The fitted controls, in the label config's order."""
+        check_is_fitted(self, "estimators_")
+        return [name for name in (self.estimators or {}) if name in self.estimators_]
+
+    def transform(self, X: Sequence[Any]) -> Any:
+        """Features for diversity queues: the first fitted control's (they all read the same input)."""
+        return self.estimators_[self.controls_[0]].transform(X)
