@@ -23,6 +23,11 @@ with a ``name`` for the registry and its parameters on the instance, and one met
 needs it; the others ignore it so the backend can call every ordering the same way);
 ``random_state`` follows scikit-learn (None, an int seed or a ``np.random.RandomState``).
 
+Cold start (:func:`representative_order`, :func:`blend_orders`, :func:`cold_start_share`): while a
+project has fewer than a few labels per class, uncertainty mostly points at outliers, so
+:func:`model.scoring.order` can serve the typical tasks of distinct k-means clusters first and hand
+over to the ordering above as labels grow (its ``warmup`` argument).
+
 Because Label Studio only understands scores, :func:`scores_for_order` turns an order back into
 the scores to push (and ``QueueOrder.cluster`` fills Label Studio's per-prediction ``cluster``).
 """
@@ -283,21 +288,33 @@ class ClusterAware(QueueStrategy):
     def _cluster(self, x: Any, k: int, rng: np.random.RandomState) -> np.ndarray:
         if k == 1:
             return np.zeros(x.shape[0], dtype=np.int64)
-        sparse = sp.issparse(x)
-        if x.shape[1] > self.max_dim and x.shape[0] > self.max_dim:
-            if sparse:
-                x = TruncatedSVD(n_components=self.max_dim, random_state=rng).fit_transform(x)
-            else:
-                x = PCA(n_components=self.max_dim, svd_solver="randomized", random_state=rng).fit_transform(x)
+        return _kmeans(_reduce(x, self.max_dim, rng), k, rng).labels_.astype(np.int64)
+
+
+def _reduce(x: Any, max_dim: int, rng: np.random.RandomState) -> Any:
+    """Features k-means can work with: at most ``max_dim`` dense dimensions, sparse rows L2-normalised.
+
+    ``TruncatedSVD`` for sparse input (latent semantic analysis: k-means then groups by cosine
+    similarity, as tf-idf is meant to be compared), ``PCA`` for dense input; only when both the
+    width and the row count exceed ``max_dim``.
+    """
+    sparse = sp.issparse(x)
+    if x.shape[1] > max_dim and x.shape[0] > max_dim:
         if sparse:
-            x = normalize(x)
-        with warnings.catch_warnings():
-            # Fewer distinct rows than clusters: k-means warns and leaves clusters empty, which
-            # the round-robin simply skips.
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            # One k-means++ initialisation (scikit-learn's "auto"): restarts would triple the cost,
-            # and a slightly worse partition only changes which tasks share a round.
-            return KMeans(n_clusters=k, n_init=1, random_state=rng).fit_predict(x).astype(np.int64)
+            x = TruncatedSVD(n_components=max_dim, random_state=rng).fit_transform(x)
+        else:
+            x = PCA(n_components=max_dim, svd_solver="randomized", random_state=rng).fit_transform(x)
+    return normalize(x) if sparse else x
+
+
+def _kmeans(x: Any, k: int, rng: np.random.RandomState) -> KMeans:
+    with warnings.catch_warnings():
+        # Fewer distinct rows than clusters: k-means warns and leaves clusters empty, which
+        # the round-robins simply skip.
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        # One k-means++ initialisation (scikit-learn's "auto"): restarts would triple the cost,
+        # and a slightly worse partition only changes which tasks share a round.
+        return KMeans(n_clusters=k, n_init=1, random_state=rng).fit(x)
 
 
 def _round_robin(u: np.ndarray, labels: np.ndarray) -> QueueOrder:
@@ -319,6 +336,122 @@ def _round_robin(u: np.ndarray, labels: np.ndarray) -> QueueOrder:
     cluster = np.empty(n, dtype=np.int64)
     cluster[greedy] = cluster_g
     return QueueOrder(order=queue.astype(np.int64), cluster=cluster)
+
+
+# ----------------------------------------------------------------------------- cold start
+
+#: Labels per class the cold start of ``labelloop simulate``'s ``:warmup`` arms and the docs refer to.
+DEFAULT_WARMUP = 3.0
+#: Dimensions kept before the cold start's k-means (as :attr:`ClusterAware.max_dim`).
+COLD_START_DIM = 50
+
+
+def cold_start_share(labels_per_class: float | None, warmup: float) -> float:
+    """Share of queue positions that serve representative tasks: ``1 - labels_per_class / warmup``.
+
+    With fewer than a few labels per class the model's uncertainty is mostly noise, and its most
+    uncertain tasks are outliers (odd texts, far from everything labelled), which teach little
+    about the bulk of the pool. Representative tasks do, until the model has seen a few examples
+    of every class; from then on uncertainty knows better. The share falls linearly from 1 (no
+    labels) to 0 (``warmup`` labels per class), so the hand-over is gradual rather than a switch
+    at one round. ``warmup <= 0`` (the default of :func:`model.scoring.order`) is always 0.
+    """
+    if warmup is None or warmup <= 0:
+        return 0.0
+    if labels_per_class is None or not math.isfinite(labels_per_class) or labels_per_class < 0:
+        raise ValueError(f"labels_per_class must be a number >= 0 when warmup > 0, got {labels_per_class!r}")
+    return float(min(1.0, max(0.0, 1.0 - labels_per_class / warmup)))
+
+
+def representative_order(
+    uncertainty: np.ndarray, features: Any, n_clusters: int, random_state: int | np.random.RandomState | None = None
+) -> QueueOrder:
+    """Typical tasks of distinct k-means clusters first, least-known clusters first.
+
+    The pool is clustered into ``n_clusters`` (k-means on at most :data:`COLD_START_DIM`
+    dimensions, as :class:`ClusterAware`). Round r of the queue serves the r-th most *typical*
+    task of every cluster: the one closest to its cluster's centre (TypiClust's point, Hacohen et
+    al. 2022: at tiny budgets, typical examples beat uncertain ones). Within a round the clusters
+    go in order of their uncertainty mass (size x mean uncertainty), highest first: the queue never
+    sees which tasks are labelled, but the model is confident near what it was taught, so a cluster
+    that already holds labels comes after one nobody has labelled yet, and a big cluster before a
+    small one -- never a cluster of a few outliers first just because they are very uncertain.
+    """
+    u = _validate_uncertainty(uncertainty)
+    n = u.shape[0]
+    if n == 0:
+        return QueueOrder(order=np.empty(0, dtype=np.int64), cluster=np.empty(0, dtype=np.int64))
+    if features is None:
+        raise ValueError("a representative order needs features: pass features= (one row per task)")
+    x = features if sp.issparse(features) else np.asarray(features, dtype=np.float64)
+    if x.ndim != 2 or x.shape[0] != n:
+        raise ValueError(f"features must have shape ({n}, n_features) to match uncertainty, got {x.shape}")
+    k = max(1, min(int(n_clusters), n))
+    rng = check_random_state(random_state)
+    reduced = _reduce(x, COLD_START_DIM, rng)
+    # Still sparse only when it was small (<= COLD_START_DIM rows or columns): cheap to densify.
+    reduced = reduced.toarray() if sp.issparse(reduced) else np.asarray(reduced, dtype=np.float64)
+    if k == 1:
+        labels = np.zeros(n, dtype=np.int64)
+        centres = reduced.mean(axis=0, keepdims=True)
+    else:
+        fitted = _kmeans(reduced, k, rng)
+        labels, centres = fitted.labels_.astype(np.int64), fitted.cluster_centers_
+    distance = np.linalg.norm(reduced - centres[labels], axis=1)
+    return _typical_round_robin(u, labels, distance)
+
+
+def _typical_round_robin(u: np.ndarray, labels: np.ndarray, distance: np.ndarray) -> QueueOrder:
+    """Order by (rank of typicality within cluster, cluster's uncertainty mass descending)."""
+    n = u.shape[0]
+    _, cluster = np.unique(labels, return_inverse=True)  # drop empty clusters, ids 0..m-1
+    cluster = cluster.reshape(-1).astype(np.int64)
+    sizes = np.bincount(cluster)
+    mass = np.bincount(cluster, weights=u)
+    # Most uncertainty mass first; ties (e.g. every uncertainty 0) by size, then id.
+    by_need = np.lexsort((np.arange(sizes.size), -sizes, -mass))
+    priority = np.empty(sizes.size, dtype=np.int64)
+    priority[by_need] = np.arange(sizes.size)
+    # Within a cluster: closest to the centre first, ties in pool order.
+    within = np.lexsort((np.arange(n), distance, cluster))
+    starts = np.repeat(np.cumsum(sizes) - sizes, sizes)
+    rank = np.empty(n, dtype=np.int64)
+    rank[within] = np.arange(n) - starts
+    queue = np.lexsort((np.arange(n), priority[cluster], rank))
+    return QueueOrder(order=queue.astype(np.int64), cluster=priority[cluster])
+
+
+def blend_orders(lead: np.ndarray, rest: np.ndarray, share: float) -> np.ndarray:
+    """Merge two queues of the same pool: ``share`` of the positions, evenly spread, follow ``lead``.
+
+    Positions are those of :meth:`Exploration.random_positions` (every prefix of the merged queue
+    holds about ``share`` of ``lead``'s picks); each takes the first task of its queue that is not
+    queued yet. ``share=1`` returns ``lead``, ``share=0`` returns ``rest``.
+    """
+    lead = np.asarray(lead, dtype=np.int64)
+    rest = np.asarray(rest, dtype=np.int64)
+    n = rest.shape[0]
+    if lead.shape != rest.shape:
+        raise ValueError(f"both orders must cover the same pool, got {lead.shape} and {rest.shape}")
+    slots = Exploration(fraction=min(1.0, max(0.0, float(share)))).random_positions(n)
+    if slots.size == 0:
+        return rest.copy()
+    if slots.size == n:
+        return lead.copy()
+    from_lead = np.zeros(n, dtype=bool)
+    from_lead[slots] = True
+    queued = np.zeros(n, dtype=bool)
+    merged = np.empty(n, dtype=np.int64)
+    cursors = {True: 0, False: 0}
+    sources = {True: lead, False: rest}
+    for pos in range(n):
+        source, i = sources[bool(from_lead[pos])], cursors[bool(from_lead[pos])]
+        while queued[source[i]]:
+            i += 1
+        merged[pos] = source[i]
+        queued[source[i]] = True
+        cursors[bool(from_lead[pos])] = i + 1
+    return merged
 
 
 QUEUES: dict[str, type[QueueStrategy]] = {cls.name: cls for cls in (Greedy, Exploration, PowerSampling, ClusterAware)}

@@ -63,7 +63,9 @@ class Arm:
 
     ``name`` is the spec it was parsed from (the key in reports); ``strategy`` is
     ``"random"`` for the control arm; ``estimator_strategy`` names the strategy whose estimator
-    kind is trained (itself, or :data:`CONTROL_ESTIMATOR_STRATEGY` for ``random``).
+    kind is trained (itself, or :data:`CONTROL_ESTIMATOR_STRATEGY` for ``random``); ``warmup``
+    is the kernel's cold start (:func:`model.scoring.order`: representative tasks first while the
+    project has fewer than ``warmup`` labels per class; 0 = off, the server's default).
     """
 
     name: str
@@ -71,6 +73,7 @@ class Arm:
     queue: str = "greedy"
     queue_params: dict[str, Any] = field(default_factory=dict)
     estimator_strategy: str = CONTROL_ESTIMATOR_STRATEGY
+    warmup: float = 0.0
 
     @property
     def is_random(self) -> bool:
@@ -81,8 +84,10 @@ def parse_arm(spec: str, default_queue: str = "greedy") -> Arm:
     """Parse ``STRATEGY[+QUEUE[:KEY=VALUE]...]`` or ``random[@STRATEGY]``.
 
     Examples: ``margin``, ``margin+cluster``, ``entropy+explore:fraction=0.2``,
-    ``bald+power:beta=2``, ``random``, ``random@bald``. A strategy without ``+QUEUE`` uses
-    ``default_queue``. Raises ValueError naming the valid strategies / queues.
+    ``bald+power:beta=2``, ``margin+cluster:warmup=3``, ``random``, ``random@bald``. A strategy
+    without ``+QUEUE`` uses ``default_queue``. ``warmup=K`` is not a queue parameter but the
+    kernel's cold start, valid after any queue (see :class:`Arm`). Raises ValueError naming the
+    valid strategies / queues.
     """
     text = spec.strip()
     match = _ARM.match(text)
@@ -102,8 +107,12 @@ def parse_arm(spec: str, default_queue: str = "greedy") -> Arm:
     _check_strategy(strategy, spec)
     queue = queue or default_queue
     params = _parse_params(match["params"] or "", spec)
+    warmup = params.pop("warmup", 0.0)
+    if isinstance(warmup, bool) or not isinstance(warmup, (int, float)) or not 0 <= warmup < math.inf:
+        raise ValueError(f"{spec!r}: warmup must be a number of labels per class >= 0, got {warmup!r}")
     get_queue(queue, **params)  # validate name and parameters now, not in the middle of a run
-    return Arm(name=text, strategy=strategy, queue=queue, queue_params=params, estimator_strategy=strategy)
+    return Arm(name=text, strategy=strategy, queue=queue, queue_params=params, estimator_strategy=strategy,
+               warmup=float(warmup))
 
 
 def _check_strategy(name: str, spec: str) -> None:
@@ -250,8 +259,9 @@ def run_curve(
             picked = random_picks.choice(candidates, size=need, replace=False)
         else:
             scored = score(estimator, acquisition, [X_pool[i] for i in candidates],
-                           with_features=ordering.needs_features)
-            queued = order(ordering, scored, random_state=seed * 100_003 + round_index)
+                           with_features=ordering.needs_features or arm.warmup > 0)
+            queued = order(ordering, scored, random_state=seed * 100_003 + round_index,
+                           warmup=arm.warmup, labels_per_class=n_labels / max(1, len(classes)))
             picked = candidates[queued.order[:need]]
         labelled.extend(int(i) for i in picked)
         unlabelled_mask[picked] = False
@@ -265,6 +275,30 @@ def arm_estimator(strategy: str, modality: str, classes: Sequence[str], random_s
     if is_factory_spec(model):
         return BringYourOwn(factory=model, classes=list(classes), random_state=random_state)
     return make_estimator(strategy, modality, classes, False, random_state=random_state, **params)
+
+
+def full_pool_accuracy(
+    X_pool: Sequence[Any],
+    y_pool: Sequence[str],
+    X_test: Sequence[Any],
+    y_test: Sequence[str],
+    classes: Sequence[str],
+    estimator_strategy: str = CONTROL_ESTIMATOR_STRATEGY,
+    seed: int = 0,
+    modality: str = "image",
+    estimator_params: dict[str, Any] | None = None,
+) -> float:
+    """Test accuracy of the arm's model trained on *every* pool row of the split.
+
+    The ceiling a project would reach by labelling everything: "labels to 90 % of the full-pool
+    accuracy" says how much of the pool a strategy needs to get close to it, a target that
+    adapts to how hard the data is (a fixed 90 % is out of reach on hard text and trivial on digits).
+    """
+    classes = list(classes)
+    estimator = arm_estimator(estimator_strategy, modality, classes, seed * 1000, dict(estimator_params or {}))
+    estimator.fit(list(X_pool), [str(v) for v in y_pool])
+    predicted = labels_from_proba(estimator.classes_, estimator.predict_proba(X_test), multi_label=False)
+    return float(evaluate([str(v) for v in y_test], [row[0] for row in predicted], classes)["accuracy"])
 
 
 # ----------------------------------------------------------------------------- summaries
@@ -313,6 +347,51 @@ def accuracy_at(labels: Sequence[int], accuracy_mean: Sequence[float], budget: i
     return best
 
 
+def curve_area(labels: Sequence[int], accuracy: Sequence[float]) -> float:
+    """Normalised area under one learning curve: its mean accuracy over the label axis (trapezoids).
+
+    Dividing by the span keeps it an accuracy (0..1), so "area of A minus area of B" reads as
+    "A was this many points better on average over the budget"; one label count gives that accuracy.
+    """
+    x = np.asarray(labels, dtype=np.float64)
+    y = np.asarray(accuracy, dtype=np.float64)
+    if x.size == 0 or x.size != y.size:
+        raise ValueError(f"need as many accuracies as label counts (and at least one), got {x.size} and {y.size}")
+    if x.size == 1:
+        return float(y[0])
+    return float(np.sum((y[1:] + y[:-1]) / 2 * np.diff(x)) / (x[-1] - x[0]))
+
+
+def area_differences(arm: dict[str, list], control: dict[str, list]) -> list[float]:
+    """Per seed, the arm's curve area minus the control's on the label counts both curves have.
+
+    Both are :func:`aggregate` results over the same seeds, so seed ``s`` of each shares the split,
+    the initial labels and the test set: the difference is paired, and its spread over seeds is the
+    honest uncertainty of "better than random" (the per-arm spreads include the split's luck twice).
+    """
+    theirs_at = {n: j for j, n in enumerate(control["labels"])}
+    shared = [n for n in arm["labels"] if n in theirs_at]
+    if not shared:
+        return []
+    mine_at = {n: i for i, n in enumerate(arm["labels"])}
+    mine, theirs = [mine_at[n] for n in shared], [theirs_at[n] for n in shared]
+    return [
+        curve_area(shared, [a[i] for i in mine]) - curve_area(shared, [c[j] for j in theirs])
+        for a, c in zip(arm["accuracy_per_seed"], control["accuracy_per_seed"], strict=True)
+    ]
+
+
+def wins_ties_losses(differences: Sequence[float], tie: float = 0.005) -> dict[str, int | float]:
+    """Count seeds where the arm beat (``d >= tie``), tied (``|d| < tie``) or lost to (``d <= -tie``) the control.
+
+    ``tie`` is in accuracy (0.005 = half a point of mean accuracy over the budget): below that a
+    difference is within what re-drawing the initial labels alone moves a curve.
+    """
+    wins = sum(1 for d in differences if d >= tie)
+    losses = sum(1 for d in differences if d <= -tie)
+    return {"wins": wins, "ties": len(differences) - wins - losses, "losses": losses, "tie_below": tie}
+
+
 def target_key(target: float) -> str:
     """JSON key of a target: ``0.9`` -> ``"0.90"``, ``0.925`` -> ``"0.925"``."""
     text = f"{target:.2f}"
@@ -325,6 +404,9 @@ def summarise(
     report_at: Sequence[int],
     control: str = RANDOM,
     gap_from: int = 30,
+    full_pool: float | None = None,
+    full_share: float = 0.9,
+    tie: float = 0.005,
 ) -> dict[str, dict[str, Any]]:
     """Add the headline figures to each aggregated arm of ``results`` (name -> :func:`aggregate`).
 
@@ -333,7 +415,11 @@ def summarise(
     random needs / labels the arm needs, None when either never reaches the target),
     ``saving_vs_random_at_least`` (when only the arm reaches it: random's largest evaluated
     label count / the arm's labels, a lower bound), and ``worst_gap_vs_random`` (the minimum of
-    arm mean - random mean over the shared label counts >= ``gap_from``; negative = behind).
+    arm mean - random mean over the shared label counts >= ``gap_from``; negative = behind),
+    ``area_vs_random`` (:func:`area_differences`: ``mean``, ``std`` and ``per_seed``, in accuracy)
+    with ``wins_ties_losses`` (:func:`wins_ties_losses` with ``tie``). With ``full_pool`` (the
+    mean accuracy of the model trained on the whole pool), ``labels_to_full_share`` is the first
+    label count whose mean accuracy reaches ``full_share * full_pool``.
     """
     out: dict[str, dict[str, Any]] = {}
     reference = results.get(control)
@@ -342,6 +428,8 @@ def summarise(
         entry: dict[str, Any] = dict(agg)
         entry["labels_to_reach"] = {target_key(t): labels_to_reach(labels, mean, t) for t in targets}
         entry["accuracy_at"] = {str(b): accuracy_at(labels, mean, b) for b in report_at}
+        if full_pool is not None:
+            entry["labels_to_full_share"] = labels_to_reach(labels, mean, full_share * full_pool)
         out[name] = entry
     if reference is None:
         return out
@@ -364,4 +452,13 @@ def summarise(
         entry["saving_vs_random"] = saving
         entry["saving_vs_random_at_least"] = at_least
         entry["worst_gap_vs_random"] = min(gaps) if gaps else None
+        _add_area_vs_control(entry, reference, tie)
     return out
+
+
+def _add_area_vs_control(entry: dict[str, Any], reference: dict[str, list], tie: float) -> None:
+    differences = area_differences(entry, reference)
+    spread = float(np.std(differences, ddof=1)) if len(differences) > 1 else 0.0
+    entry["area_vs_random"] = {"mean": float(np.mean(differences)) if differences else None,
+                               "std": spread, "per_seed": differences}
+    entry["wins_ties_losses"] = wins_ties_losses(differences, tie)

@@ -31,6 +31,8 @@ EPILOG = """\
 strategy specs (comma-separated in --strategies; `random` is always added as the control arm):
   margin                  acquisition function `margin`, queue from --queue (default greedy)
   margin+cluster          margin, ordered by the `cluster` queue (k-means round-robin)
+  margin+cluster:warmup=3 cold start: typical tasks of distinct clusters first while there are
+                          fewer than 3 labels per class, handing over to the queue as labels grow
   entropy+explore:fraction=0.2   queue parameters as :key=value after the queue name
   bald                    MC-dropout MLP (the estimator follows the strategy, as on the server)
   random                  uniform random picks, trained with the plain logistic model
@@ -398,6 +400,28 @@ def run_plan(
     return {name: [by_seed[s] for s in plan.seeds] for name, by_seed in curves.items()}
 
 
+def full_pool_accuracies(plan: Plan, threads: int = 1) -> list[float]:
+    """Per seed, the test accuracy of the control model trained on the whole pool of that seed's split.
+
+    One fit per seed (the pool is at most a few thousand rows), serial; the ceiling against which
+    "labels to 90 % of full-pool accuracy" is measured.
+    """
+    data = plan.data
+    restore = _limit_threads(threads, plan)
+    try:
+        out = []
+        for seed in plan.seeds:
+            pool, test = simulation.split_indices(data.labels, plan.test_size, seed)
+            out.append(simulation.full_pool_accuracy(
+                [data.inputs[i] for i in pool], [data.labels[i] for i in pool],
+                [data.inputs[i] for i in test], [data.labels[i] for i in test], data.classes,
+                seed=seed, modality=data.modality, estimator_params=plan.model_params,
+            ))
+        return out
+    finally:
+        restore()
+
+
 def _test_count(n: int, test_size: float) -> int:
     # What train_test_split gives for a float test_size.
     import math
@@ -406,10 +430,18 @@ def _test_count(n: int, test_size: float) -> int:
 
 
 def build_report(plan: Plan, curves: dict[str, list[dict[str, Any]]], targets: Sequence[float],
-                 report_at: Sequence[int], gap_from: int, extra_config: dict[str, Any]) -> dict[str, Any]:
-    """The JSON document: config + per arm the aggregated curve and the headline figures."""
+                 report_at: Sequence[int], gap_from: int, extra_config: dict[str, Any],
+                 full_pool: Sequence[float] | None = None, full_share: float = 0.9,
+                 tie: float = 0.005) -> dict[str, Any]:
+    """The JSON document: config + per arm the aggregated curve and the headline figures.
+
+    ``full_pool`` (per seed, :func:`full_pool_accuracies`) adds ``labels_to_full_share``; ``tie``
+    is the area difference below which a seed counts as a tie with random.
+    """
     aggregated = {name: simulation.aggregate(arm_curves) for name, arm_curves in curves.items()}
-    summary = simulation.summarise(aggregated, targets, report_at, control=RANDOM, gap_from=gap_from)
+    full_mean = float(np.mean(full_pool)) if full_pool else None
+    summary = simulation.summarise(aggregated, targets, report_at, control=RANDOM, gap_from=gap_from,
+                                   full_pool=full_mean, full_share=full_share, tie=tie)
     strategies: dict[str, Any] = {}
     for arm in plan.arms:
         entry = summary[arm.name]
@@ -417,6 +449,7 @@ def build_report(plan: Plan, curves: dict[str, list[dict[str, Any]]], targets: S
             "strategy": arm.strategy,
             "queue": arm.queue if not arm.is_random else None,
             "queue_params": arm.queue_params,
+            "warmup": arm.warmup,
             "estimator_of": arm.estimator_strategy,
             "seconds": sum(c["seconds"] for c in curves[arm.name]),
             **entry,
@@ -440,6 +473,8 @@ def build_report(plan: Plan, curves: dict[str, list[dict[str, Any]]], targets: S
         "targets": [float(t) for t in targets],
         "report_at": list(report_at),
         "gap_from": gap_from,
+        "full_pool_accuracy": {"mean": full_mean, "per_seed": list(full_pool or []), "share": full_share},
+        "tie_below": tie,
         "model_params": plan.model_params,
         "notes": plan.data.notes,
         **extra_config,
@@ -469,7 +504,10 @@ def render_table(report: dict[str, Any]) -> Any:
         caption=("accuracy: mean test accuracy in % ± std over seeds; labels to reach: first label count whose mean "
                  "accuracy reaches the target; saving: labels random needs / labels the strategy needs; "
                  f"worst vs random: lowest (strategy - random) mean accuracy in points from {config['gap_from']} "
-                 "labels on"),
+                 "labels on; area vs random: per seed, mean accuracy over the shared label axis (trapezoids) "
+                 "minus random's on the same split and start, mean ± std over seeds, in points; W/T/L: seeds "
+                 f"where that difference is >= +{100 * config['tie_below']:g}, within ±{100 * config['tie_below']:g}"
+                 f", <= -{100 * config['tie_below']:g} points" + _full_caption(config)),
     )
     table.add_column("strategy", no_wrap=True)
     table.add_column("queue")
@@ -482,6 +520,12 @@ def render_table(report: dict[str, Any]) -> Any:
     for key in keys:
         table.add_column(f"saving @{_target_label(key)}", justify="right")
     table.add_column("worst vs random", justify="right")
+    table.add_column("area vs random", justify="right")
+    table.add_column("W/T/L", justify="right")
+    full = config["full_pool_accuracy"]["mean"]
+    if full is not None:
+        table.add_column(f"labels to {_target_label(str(config['full_pool_accuracy']['share']))} of full",
+                         justify="right")
     for name, entry in report["strategies"].items():
         labels, std = entry["labels"], entry["accuracy_std"]
         std_at = dict(zip(labels, std, strict=True))
@@ -496,9 +540,31 @@ def render_table(report: dict[str, Any]) -> Any:
         for key in keys:
             cells.append(_saving(entry, key))
         gap = entry.get("worst_gap_vs_random")
-        cells.append("-" if gap is None or entry["strategy"] == RANDOM and name == RANDOM else f"{100 * gap:+.1f}")
+        control = entry["strategy"] == RANDOM and name == RANDOM
+        cells.append("-" if gap is None or control else f"{100 * gap:+.1f}")
+        cells.extend(_area_cells(entry, control))
+        if full is not None:
+            reached = entry.get("labels_to_full_share")
+            cells.append(str(reached) if reached is not None else f">{labels[-1]}")
         table.add_row(*cells)
     return table
+
+
+def _area_cells(entry: dict[str, Any], control: bool) -> list[str]:
+    area, record = entry.get("area_vs_random") or {}, entry.get("wins_ties_losses")
+    if control or area.get("mean") is None or record is None:
+        return ["-", "-"]
+    return [f"{100 * area['mean']:+.1f} ±{100 * area['std']:.1f}",
+            f"{record['wins']}/{record['ties']}/{record['losses']}"]
+
+
+def _full_caption(config: dict[str, Any]) -> str:
+    full = config["full_pool_accuracy"]
+    if full["mean"] is None:
+        return ""
+    return (f"; labels to {_target_label(str(full['share']))} of full: first label count whose mean accuracy "
+            f"reaches {full['share']:g} x {_pct(full['mean'])} % (the control model trained on the whole pool, "
+            "mean over seeds)")
 
 
 def _target_label(key: str) -> str:
@@ -568,6 +634,16 @@ def _floats(text: str) -> list[float]:
     return values
 
 
+def _share(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}")
+    return value
+
+
 def _ints(text: str) -> list[int]:
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
@@ -625,6 +701,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
                              "(default: 30,50,100,150,200,300,500 up to --budget)")
     parser.add_argument("--gap-from", type=int, default=30,
                         help="'worst vs random' looks at label counts >= this (default %(default)s)")
+    parser.add_argument("--full-pool-share", type=_share, default=0.9,
+                        help="report labels to reach this share of the full-pool accuracy (the control model "
+                             "trained on the whole pool, one extra fit per seed); 0 = skip (default %(default)s)")
+    parser.add_argument("--tie", type=float, default=0.005,
+                        help="W/T/L: an area difference vs random below this (accuracy, 0.005 = half a point) "
+                             "is a tie (default %(default)s)")
     parser.add_argument("--model-param", type=_model_param, action="append", default=[], metavar="KEY=VALUE",
                         help="estimator parameter for every arm, e.g. C=1.0 or model=mlp (repeatable)")
     parser.add_argument("--plot", type=Path, metavar="PNG", help="write the learning curves here")
@@ -689,10 +771,12 @@ def command(args: argparse.Namespace, settings: Any = None) -> int:
         print(f"labelloop simulate: note: {note}", file=sys.stderr)
     started = time.perf_counter()
     curves = run_plan(plan, jobs=args.jobs, threads=args.threads, show_progress=not args.no_progress)
+    full_pool = full_pool_accuracies(plan, threads=args.threads) if args.full_pool_share > 0 else None
     elapsed = time.perf_counter() - started
     report_at = args.report_at or [b for b in DEFAULT_REPORT_AT if b <= args.budget] or [args.budget]
     report = build_report(plan, curves, args.targets, report_at, args.gap_from,
-                          {"seconds": round(elapsed, 1), "source": str(args.data) if args.data else args.dataset})
+                          {"seconds": round(elapsed, 1), "source": str(args.data) if args.data else args.dataset},
+                          full_pool=full_pool, full_share=args.full_pool_share, tie=args.tie)
     console.print(render_table(report))
     if args.plot:
         write_plot(report, args.plot)
