@@ -55,6 +55,10 @@ class ProjectPolicy(BaseModel):
     retrain_interval_s: int = Field(default=0, ge=0, description="also train every T seconds (0 = off)",
                                     json_schema_extra={"env": "LABELLOOP_RETRAIN_INTERVAL"})
     validation_fraction: float = Field(default=0.2, ge=0.0, lt=1.0)
+    # Cold start: below this many labels per class part of the queue serves representative tasks (typical
+    # tasks of k-means clusters of the pool), handing over to the strategy as labels grow; 0 = off. On the
+    # real text sets it tied with the default (README, "Cold start"), so it is opt-in.
+    warmup: float = Field(default=0.0, ge=0.0, le=100.0)
     set_sampling: bool = True
     # Probability calibration fitted on out-of-fold training predictions (model/calibration.py).
     calibration: str = "auto"

@@ -338,10 +338,12 @@ class IterationRunner:
             evaluation = evaluate_split(estimator, strategy, spec, split, metrics)
         with steps("score"):
             pool_ids, pool = self._score_pool(estimator, strategy, spec, data, load_image,
-                                              with_features=get_queue(policy.queue).needs_features)
+                                              with_features=get_queue(policy.queue).needs_features
+                                              or policy.warmup > 0)
         with steps("order"):
             stream = np.array([in_validation(t, policy.validation_fraction) for t in pool_ids], dtype=bool)
-            queued = order(policy.queue, pool, random_state=iteration.number, reserved=stream)
+            queued = order(policy.queue, pool, random_state=iteration.number, reserved=stream,
+                           warmup=policy.warmup, labels_per_class=len(split.train_y) / max(1, pool.probs.shape[1]))
             difficulty = bucket(pool.uncertainty, evaluation.thresholds.easy_below, evaluation.thresholds.hard_above)
         metrics["difficulty"] = {**evaluation.thresholds_json(), "counts": bucket_counts(difficulty)}
         with steps("stopping"):

@@ -502,3 +502,19 @@ def test_a_job_that_stopped_reporting_is_shown_stale(app_env) -> None:
         s.execute(update(Job).where(Job.id == "job-x").values(updated_at=utcnow() - timedelta(minutes=5)))
     body = client.get("/jobs/job-x").get_json()
     assert body["status"] == "running" and body["stale"] is True
+
+
+def test_a_cold_start_round_serves_representative_tasks_first(app_env) -> None:
+    """warmup=50 labels per class: the 24 labels are far below it, so most of the queue's head is the
+    representative order (the kernel's cold start), not the uncertainty order a plain round gives."""
+    client, services, gateway = app_env
+    assert setup_project(client, extra_params={"warmup": 50, "queue": "greedy"}).status_code == 200
+    services.jobs.trigger(1, "START_TRAINING", background=False)
+    services.jobs.drain(1)
+    (it,) = services.store.iterations(1)
+    assert it.status == "succeeded", it.error
+    assert services.store.get_project(1).rules.warmup == 50
+    rows = sorted(client.get("/projects/1/iterations/1/scores").get_json()["scores"], key=lambda r: r["rank"])
+    active = [r for r in rows if r["stream"] == "active"]
+    by_uncertainty = sorted(active, key=lambda r: -r["uncertainty"])
+    assert [r["task_id"] for r in active] != [r["task_id"] for r in by_uncertainty]
