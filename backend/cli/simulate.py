@@ -245,6 +245,9 @@ def dataset_from_label_studio(name: str, tasks: Sequence[dict[str, Any]], label_
             raise SimulationInputError(f"--modality {modality} contradicts the label config ({spec.modality})")
     else:
         spec = infer_choice_spec(tasks, modality)
+    if spec.kind != "classification":
+        raise SimulationInputError(f"`labelloop simulate --data` replays classification exports; for {spec.kind} use "
+                                   "benchmarks/detection_simulate.py (model.detection.simulation)")
     if spec.multi_label:
         raise SimulationInputError("multi-label Choices (choice=\"multiple\") are not supported by simulate yet")
     data = collect(tasks, spec)
