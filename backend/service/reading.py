@@ -24,9 +24,10 @@ from backend.store import Store
 
 log = logging.getLogger(__name__)
 
-#: Re-list tasks stamped this long before the cache's newest stamp: a transaction that committed late
-#: (its stamp older than a task we already read) is still caught.
-STAMP_MARGIN = timedelta(seconds=60)
+#: Re-list tasks stamped this long before the cache's newest stamp: an edit that committed just after
+#: a task we already read is still caught. (A long import that commits late changes the task count,
+#: which lists everything again.) Kept short: tasks imported in one burst share their stamps.
+STAMP_MARGIN = timedelta(seconds=5)
 
 
 @dataclass

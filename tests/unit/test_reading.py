@@ -23,7 +23,7 @@ class LabelStudioLike:
         self.listed = 0
 
     def stamp(self) -> str:
-        self.clock += 10  # seconds: the 60 s margin re-lists about six tasks
+        self.clock += 2  # seconds: the 5 s margin re-lists about two tasks
         return f"2026-12-01T10:{self.clock // 60:02d}:{self.clock % 60:02d}.000000Z"
 
     def add(self, task_id: int, text: str) -> None:
@@ -127,6 +127,6 @@ def test_a_failing_read_fails_the_read(store: Store) -> None:
         read_tasks(Down(3), store, 1)
 
 
-def test_the_stamp_margin_reads_back_a_minute_in_label_studio_filter_form() -> None:
-    assert _before("2026-12-01T10:01:30.123456Z") == "2026-12-01T10:00:30.123Z"
+def test_the_stamp_margin_reads_back_five_seconds_in_label_studio_filter_form() -> None:
+    assert _before("2026-12-01T10:01:03.123456Z") == "2026-12-01T10:00:58.123Z"
     assert _before("not a time") == "1970-01-01T00:00:00.000Z"
