@@ -155,14 +155,15 @@ def _history(args: argparse.Namespace, settings: Settings) -> int:
         title += f" - serving {project.current_version or 'nothing yet'}, strategy {project.rules.strategy}"
     table = Table(title=title)
     for column in ("it", "version", "status", "trigger", "strategy", "labels", "train", "val", "pool", "accuracy",
-                   "macro-F1", "ECE", "calib", "kappa", "stop?", "easy/med/hard", "fit s", "finished", "error"):
+                   "macro-F1", "ECE", "more", "calib", "kappa", "stop?", "easy/med/hard", "fit s", "finished", "error"):
         table.add_column(column, overflow="fold")
     for it in iterations:
         table.add_row(
             str(it.number), it.version, it.status, it.trigger,
             f"{it.strategy}/{it.queue}" if it.strategy and it.queue else (it.strategy or "-"),
             *(str(v) if v is not None else "-" for v in (it.labels_used, it.n_train, it.n_validation, it.n_pool)),
-            _fmt(it.accuracy), _fmt(it.macro_f1), _fmt(it.ece), it.calibration or "-", _fmt(it.kappa),
+            _fmt(it.accuracy), _fmt(it.macro_f1), _fmt(it.ece), _more_figures(it.metrics), it.calibration or "-",
+            _fmt(it.kappa),
             {True: "STOP", False: "no", None: "-"}[it.stop_suggested], _difficulty(it.metrics), _fmt(it.fit_seconds),
             it.finished_at.strftime("%Y-%m-%d %H:%M:%S") if it.finished_at else "-",
             (it.error or "")[:120],
@@ -172,6 +173,15 @@ def _history(args: argparse.Namespace, settings: Settings) -> int:
     if not iterations:
         print(f"project {args.project} has no iterations yet")
     return 0
+
+
+def _more_figures(metrics: dict | None) -> str:
+    """The task type's other headline figures (detection: mAP@0.5:0.95; several controls: each one's)."""
+    evaluation = (metrics or {}).get("evaluation") or {}
+    shown = {k: v for k, v in evaluation.items()
+             if k not in ("accuracy", "macro_f1", "ece", "n_images", "n_boxes", "operating_score")
+             and not k.endswith((".n_images", ".n_boxes", ".operating_score"))}
+    return " ".join(f"{k}={_fmt(v)}" for k, v in shown.items()) or "-"
 
 
 def _read_task_ids(path: str) -> list[int]:
@@ -333,6 +343,9 @@ def build_parser() -> argparse.ArgumentParser:
     from backend.cli import simulate
 
     simulate.add_parser(sub)
+    from backend.cli import simulate_detection
+
+    simulate_detection.add_parser(sub)
 
     db = sub.add_parser("db", help="database maintenance")
     db_sub = db.add_subparsers(dest="db_command", required=True)

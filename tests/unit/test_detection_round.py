@@ -121,3 +121,16 @@ def test_choices_and_rectangles_on_one_image_get_a_model_each(detection_app) -> 
     body = client.post("/predict", json={"project": "1.1", "tasks": [
         {"id": 999, "data": {"image": gateway.tasks[0]["data"]["image"]}}]}).get_json()
     assert body["results"][0]["result"][0]["from_name"] == "count"
+
+
+def test_labelloop_simulate_detection_prints_active_against_random(capsys, tmp_path) -> None:
+    from backend.cli.main import main
+
+    out = tmp_path / "curves.json"
+    code = main(["simulate-detection", "--seeds", "1", "--budget", "14", "--initial", "8", "--batch", "6",
+                 "--images", "30", "--test-size", "10", "--classes", "2", "--strategies", "entropy",
+                 "--image-size", "32", "--epochs", "2", "--warm-steps", "5", "--targets", "0.5",
+                 "--json", str(out)])
+    printed = capsys.readouterr().out
+    assert code == 0 and "random" in printed and "entropy" in printed and "images to reach" in printed
+    assert out.exists()
