@@ -71,7 +71,7 @@ def label_more(ls, project_id: int, texts: list[str], labels: list[str], n_label
         {"filters": {"conjunction": "and", "items": [{"filter": "filter:tasks:total_annotations",
                                                       "operator": "equal", "type": "Number", "value": 0}]}}))
     task_ids = [int(t.id) for t in itertools.islice(unlabelled, count)]
-    first_id = min(int(t.id) for t in ls.tasks.list(project=project_id, fields="task_only", page_size=1))
+    first_id = int(next(iter(ls.tasks.list(project=project_id, fields="task_only", page_size=1))).id)  # id order
     for task_id in task_ids[:count]:
         label = labels[task_id - first_id]
         ls.annotations.create(id=task_id, result=[{"from_name": "label", "to_name": "text", "type": "choices",
