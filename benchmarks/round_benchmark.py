@@ -143,7 +143,7 @@ def main() -> None:
 
 
 def print_table(rows: list[dict]) -> None:
-    head = ["labels", "pool", "round", "read", *STEPS, "round s", "wall s", "growth"]
+    head = ["labels", "pool", "round", "mode", *STEPS, "round s", "wall s", "growth"]
     print(" | ".join(head))
     for row in rows:
         base = next(r for r in rows if r["round"] == row["round"])  # growth: against the same kind of round
