@@ -170,6 +170,9 @@ def _history(args: argparse.Namespace, settings: Settings) -> int:
         )
     # Piped output (cron mail, CI logs) gets a wide table instead of rich's 80-column default.
     Console(width=None if sys.stdout.isatty() else 200).print(table)
+    for it in iterations:  # the whole reason, unfolded (the table's column wraps it)
+        if it.status == "failed" and it.error:
+            print(f"{it.version} failed: {it.error}")
     if not iterations:
         print(f"project {args.project} has no iterations yet")
     return 0
