@@ -60,16 +60,21 @@ class Services:
         # One thread per process settles webhooks after their answer (threads start on first use: after fork).
         self._after_webhooks = ThreadPoolExecutor(max_workers=1, thread_name_prefix="labelloop-webhooks")
 
-    def after_webhook(self, project_id: int, start_training: bool) -> None:
+    def after_webhook(self, project_id: int, start_training: bool, event_id: int = 0) -> None:
         """Settle a recorded webhook after its answer: count the project's labels, queue a round if due."""
-        self._after_webhooks.submit(self._settle_logged, project_id, start_training)
+        self._after_webhooks.submit(self._settle_logged, project_id, start_training, event_id)
 
-    def settle_webhook(self, project_id: int, start_training: bool) -> Iteration | None:
-        """Queue a round for START_TRAINING, or when ``retrain_every`` labels arrived since the last one."""
+    def settle_webhook(self, project_id: int, start_training: bool, event_id: int = 0) -> Iteration | None:
+        """Queue a round for START_TRAINING, or when ``retrain_every`` labels arrived since the last one.
+
+        Not when a round already started after this event (the ticker can get there first): its labels
+        are in that round, and another round for them would train on nothing new.
+        """
         if start_training:
             return self.jobs.trigger(project_id, "START_TRAINING")
         state = self.store.serving_state(project_id)
-        if state is not None and self.store.labels_since(project_id) >= state.retrain_every:
+        if (state is not None and self.store.labels_since(project_id) >= state.retrain_every
+                and self.store.event_uncounted(project_id, event_id)):
             return self.jobs.trigger(project_id, "labels")
         return None
 
@@ -82,9 +87,9 @@ class Services:
         self._after_webhooks.shutdown(wait=True)
         self.jobs.stop(timeout)
 
-    def _settle_logged(self, project_id: int, start_training: bool) -> None:
+    def _settle_logged(self, project_id: int, start_training: bool, event_id: int) -> None:
         try:
-            self.settle_webhook(project_id, start_training)
+            self.settle_webhook(project_id, start_training, event_id)
         except Exception:  # the next webhook, or the ticker (projects_due_by_labels), settles it again
             log.exception("project %s: queueing a round after a webhook failed", project_id)
 

@@ -191,20 +191,23 @@ class IterationStore(Database):
                     due.append(project_id)
         return due
 
-    def projects_due_by_labels(self) -> list[int]:
+    def projects_due_by_labels(self, grace_seconds: float = 30.0, now: datetime | None = None) -> list[int]:
         """Projects with ``retrain_every`` labels since their last round and no round queued or running.
 
         A webhook queues the round itself right after answering; this is the safety net for a process
-        that died in between (the labels are counted from the events, so nothing is lost).
+        that died in between (the labels are counted from the events, so nothing is lost). Only events
+        older than ``grace_seconds`` count here, so the ticker never races a live webhook's own settling.
         """
         due: list[int] = []
+        cutoff = (now or utcnow()) - timedelta(seconds=grace_seconds)
         with self.session() as s:
             busy = select(Iteration.id).where(Iteration.project_id == Project.id,
                                               Iteration.status.in_(("queued", "running"))).exists()
             rows = s.execute(select(Project.id, Project.policy, Project.counted_from_event).where(~busy)).all()
             for project_id, policy, start in rows:
                 pending = s.scalar(select(func.coalesce(func.sum(Event.n_labels), 0))
-                                   .where(Event.project_id == project_id, Event.id > (start or 0))) or 0
+                                   .where(Event.project_id == project_id, Event.id > (start or 0),
+                                          Event.received_at <= cutoff)) or 0
                 if pending and pending >= ProjectPolicy.from_stored(policy).retrain_every:
                     due.append(int(project_id))
         return due

@@ -138,6 +138,12 @@ class ProjectStore(Database):
             s.flush()
             return int(event.id)
 
+    def event_uncounted(self, project_id: int, event_id: int) -> bool:
+        """Whether no round has started since event ``event_id`` (its labels still count towards the next)."""
+        with self.session() as s:
+            start = s.scalar(select(Project.counted_from_event).where(Project.id == project_id))
+        return start is not None and event_id > start
+
     def labels_since(self, project_id: int) -> int:
         """Labels that arrived since the last round started (the events after ``counted_from_event``)."""
         with self.session() as s:
