@@ -217,7 +217,11 @@ def batch_bounds(n_rows: int, batch_size: int) -> list[tuple[int, int]]:
     """
     if n_rows < 1 or batch_size < 1:
         raise ValueError(f"need n_rows >= 1 and batch_size >= 1, got {n_rows} and {batch_size}")
-    n_batches = math.ceil(n_rows / batch_size)
+    return balanced_bounds(n_rows, math.ceil(n_rows / batch_size))
+
+
+def balanced_bounds(n_rows: int, n_batches: int) -> list[tuple[int, int]]:
+    """``(start, stop)`` of ``n_batches`` consecutive slices of ``n_rows`` whose sizes differ by at most one."""
     base, extra = divmod(n_rows, n_batches)
     bounds, start = [], 0
     for i in range(n_batches):

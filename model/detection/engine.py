@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from model.detection import network
 from model.detection.boxes import affine_boxes
 from model.detection.images import resize_batch
+from model.torch_mlp import balanced_bounds
 
 #: AdamW weight decay (not applied to batch-norm parameters and biases).
 WEIGHT_DECAY = 1e-4
@@ -275,11 +276,4 @@ def learning_rate(step: int, total: int, peak: float) -> float:
 def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
     """Balanced mini-batches (see :func:`model.torch_mlp.batch_bounds`), at least 2 images each when
     possible: batch norm over a single image normalises away what tells it apart."""
-    n_batches = max(1, min(math.ceil(n / batch_size), n // 2))
-    base, extra = divmod(n, n_batches)
-    bounds, start = [], 0
-    for i in range(n_batches):
-        stop = start + base + (1 if i < extra else 0)
-        bounds.append((start, stop))
-        start = stop
-    return bounds
+    return balanced_bounds(n, max(1, min(math.ceil(n / batch_size), n // 2)))

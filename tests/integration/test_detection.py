@@ -16,6 +16,7 @@ import requests
 from PIL import Image
 
 from model.detection.synthetic import make_scenes
+from tests.integration.test_images_and_faults import wait_finished
 
 CLASSES = ("circle", "square")
 CONFIG = ('<View><Image name="image" value="$image"/><RectangleLabels name="box" toName="image">'
@@ -48,13 +49,6 @@ def wait_for(condition, what: str, timeout: float = 300):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def finished(server, project_id: int, number: int):
-    def check():
-        its = requests.get(f"{server.url}/projects/{project_id}/iterations", timeout=10).json()["iterations"]
-        return next((i for i in its if i["number"] == number and i["status"] in ("succeeded", "failed")), None)
-    return check
-
-
 def upload_scenes(label_studio, config: str):
     """A project of 36 clear scenes (large shapes, little noise: the test is about the loop, the benchmark
     about accuracy) uploaded as files; returns the project, its tasks by id order, and each task's truth."""
@@ -81,7 +75,7 @@ def test_rectangle_labels_project_end_to_end(label_studio, backend_server_factor
     labelled, pool = tasks[:24], tasks[24:]
     for t in labelled:  # each submit is a webhook; the 24th starts the round
         ls.annotations.create(id=t.id, result=regions(truth_of[t.id]))
-    it = wait_for(finished(server, project.id, 1), "the first round")
+    it = wait_finished(server, project.id, 1, timeout=300)
     assert it["status"] == "succeeded", it["error"]
     assert it["labels_used"] == 24 and it["n_pool"] == 12 and it["n_skipped"] == 0
 
@@ -145,7 +139,7 @@ def test_choices_and_rectangle_labels_project_gets_a_model_per_control(label_stu
         count = {"from_name": "count", "to_name": "image", "type": "choices",
                  "value": {"choices": ["one" if len(truth) <= 1 else "more"]}}
         ls.annotations.create(id=t.id, result=[count, *regions(truth)])
-    it = wait_for(finished(server, project.id, 1), "the first round")
+    it = wait_finished(server, project.id, 1, timeout=300)
     assert it["status"] == "succeeded", it["error"]
     evaluation = it["metrics"]["evaluation"]
     assert {"count.accuracy", "box.map50", "box.map50_95"} <= set(evaluation)
