@@ -54,7 +54,16 @@ class ProjectPolicy(BaseModel):
     retrain_every: int = Field(default=10, ge=1, description="train once this many new labels arrived")
     retrain_interval_s: int = Field(default=0, ge=0, description="also train every T seconds (0 = off)",
                                     json_schema_extra={"env": "LABELLOOP_RETRAIN_INTERVAL"})
+    # Labels short of ``retrain_every`` (those that arrived during the last round, or the last few before a
+    # break) are trained on once no new label came for this long, so the model serving after the last label
+    # has learnt from every label; 0 = off.
+    idle_train_s: int = Field(default=30, ge=0, description="train on waiting labels after T quiet seconds",
+                              json_schema_extra={"env": "LABELLOOP_IDLE_TRAIN"})
     validation_fraction: float = Field(default=0.2, ge=0.0, lt=1.0)
+    # Control stream (opt-in): this share of the tasks outside the validation stream (by task-id hash) is queued
+    # at random positions, and each round compares a shadow model fitted on those random labels with the active
+    # ones at equal label counts: "active vs random on your data" in the history and the report; 0 = off.
+    control_fraction: float = Field(default=0.0, ge=0.0, lt=1.0)
     # Cold start: below this many labels per class part of the queue serves representative tasks (typical
     # tasks of k-means clusters of the pool), handing over to the strategy as labels grow; 0 = off. On the
     # real text sets it tied with the default (README, "Cold start"), so it is opt-in.

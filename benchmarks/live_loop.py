@@ -23,9 +23,10 @@ a task fetch or a submit is an *annotator-visible error*: it is counted, and the
 backoff (a failed submit is retried only after checking that the annotation was not stored).
 
 At each budget (``--budgets``) the arm's crowd pauses. The benchmark waits until labelloop has no round
-queued or running; if the newest round does not hold all ``budget`` labels (the label counter resets when a
-round *starts*, so the last few labels often trigger nothing) it asks for one through Label Studio's
-*Start training* (``POST /api/ml/{id}/train``) -- a "forced" round, counted. Then the held-out texts go
+queued or running and its newest round holds all ``budget`` labels: labels short of ``--retrain-every`` are
+trained on by the server itself once no label came for ``--idle-train`` seconds (an "idle" round). Only if
+that round does not come within 20 s more does it ask for one through Label Studio's *Start training*
+(``POST /api/ml/{id}/train``) -- a "forced" round, counted. Then the held-out texts go
 through labelloop's ``/predict`` in one batch (the serving model) and the crowd carries on.
 
 Run it (the real configuration took 50 min on 2 shared cores, 100 min with the older full-read rounds; the smoke
@@ -221,6 +222,7 @@ class Measurement:
     errors: int
     settle_seconds: float
     settle_timed_out: bool
+    idle_rounds: int = 0  # rounds the server started on its own after a quiet spell (LABELLOOP_IDLE_TRAIN)
     head_fetches: int = 0  # active arm: fetches that got the head of labelloop's queue (see Arm.head_share)
     ordered_fetches: int = 0  # fetches made while some version was serving
 
@@ -248,7 +250,8 @@ class Arm:
 
     def __init__(self, arm: str, ls_url: str, ls_headers: dict[str, str], backend_url: str, project_id: int,
                  ml_id: int, truth: dict[int, str], test: tuple[list[str], list[str]], budgets: list[int],
-                 pace: float, seed: int, settle_timeout: float, log: Callable[[str], None]) -> None:
+                 pace: float, seed: int, settle_timeout: float, log: Callable[[str], None],
+                 idle_train: float = 10.0) -> None:
         self.arm = arm
         self.ls_url = ls_url
         self.backend_url = backend_url
@@ -267,6 +270,7 @@ class Arm:
         self.unlabelled = sorted(truth)
         self._unlabelled_set = set(self.unlabelled)
         self.forced = 0
+        self.idle_train = idle_train
         self.queues: dict[int, list[int]] = {}
 
     # -- HTTP with error counting ---------------------------------------------------------------
@@ -343,8 +347,10 @@ class Arm:
             if not pending:
                 if newest is not None and newest["labels_used"] >= budget:
                     return False, time.monotonic() - t0
-                # Nothing will come by itself: ask for a round as an operator would (Start training).
-                if time.monotonic() - asked_at > 15.0 and forced_here < 3:
+                # The server trains on waiting labels after LABELLOOP_IDLE_TRAIN quiet seconds; only if
+                # that round does not come, ask for one as an operator would (Start training).
+                if (time.monotonic() - t0 > self.idle_train + 20.0 and time.monotonic() - asked_at > 15.0
+                        and forced_here < 3):
                     resp = self.session.post(f"{self.ls_url}/api/ml/{self.ml_id}/train", json={},
                                              timeout=REQUEST_TIMEOUT)
                     asked_at = time.monotonic()
@@ -417,6 +423,7 @@ class Arm:
             budget=budget, accuracy=acc, version=version, version_labels=version_labels,
             rounds=sum(it["status"] == "succeeded" for it in its),
             forced=sum(it["status"] == "succeeded" and it["trigger"] == "START_TRAINING" for it in its),
+            idle_rounds=sum(it["status"] == "succeeded" and it["trigger"] == "idle" for it in its),
             failed_rounds=sum(it["status"] == "failed" for it in its),
             served_at_budget=stats["served_at_last"], busy_labels=stats["busy"], mean_lag=stats["mean_lag"],
             unordered=stats["unordered"], top_class_share=top, errors=len(self.result.errors),
@@ -511,7 +518,7 @@ def run_seed(ls_server: LabelStudioServer, backend: BackendServer, name: str, te
                 raise RuntimeError(f"labelloop did not connect to project {project.id}")
             arms[arm] = Arm(arm, ls_server.url, ls_server.headers, backend.url, int(project.id), int(ml.id), truth,
                             test_set, args.budget_list, args.pace, seed, args.settle_timeout,
-                            lambda msg, n=name, s=seed: log(f"[{n} seed {s}] {msg}"))
+                            lambda msg, n=name, s=seed: log(f"[{n} seed {s}] {msg}"), args.idle_train)
         results: dict[str, ArmResult] = {}
         if args.sequential:
             for arm, runner in arms.items():
@@ -580,6 +587,7 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "rounds_active": statistics.fmean(r["active"]["rounds"] for r in sel),
             "rounds_random": statistics.fmean(r["random"]["rounds"] for r in sel),
             "forced": sum(r["active"]["forced"] + r["random"]["forced"] for r in sel),
+            "idle_rounds": sum(r["active"].get("idle_rounds", 0) + r["random"].get("idle_rounds", 0) for r in sel),
         })
     return out
 
@@ -587,13 +595,13 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def print_summary(summary: list[dict[str, Any]]) -> None:
     print()
     print(f"{'data':<11} {'budget':>6} {'seeds':>5} {'gap mean +- std':>16} {'min gap':>7} {'act>=rnd':>8} "
-          f"{'acc act':>7} {'acc rnd':>7} {'busy%':>5} {'lag':>5} {'head%':>5} {'rounds a/r':>10}")
+          f"{'acc act':>7} {'acc rnd':>7} {'busy%':>5} {'lag':>5} {'head%':>5} {'rounds a/r':>10} {'idle/forced':>11}")
     for s in summary:
         print(f"{s['data']:<11} {s['budget']:>6} {s['seeds']:>5} "
               f"{100 * s['gap_mean']:>+7.1f} +- {100 * s['gap_std']:<5.1f} {100 * s['gap_min']:>+7.1f} "
               f"{s['active_ge_random']:>4}/{s['seeds']:<3} {s['acc_active']:>7.3f} {s['acc_random']:>7.3f} "
               f"{100 * s['busy_share']:>5.0f} {fmt(s['lag'], '5.1f'):>5} {100 * s['head_share']:>5.0f} "
-              f"{s['rounds_active']:>4.1f}/{s['rounds_random']:<4.1f}")
+              f"{s['rounds_active']:>4.1f}/{s['rounds_random']:<4.1f} {s['idle_rounds']:>5}/{s['forced']:<5}")
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -650,6 +658,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--pool", type=int, default=1200, help="tasks per project")
     parser.add_argument("--test", type=int, default=600, help="held-out texts scored through /predict")
     parser.add_argument("--retrain-every", type=int, default=10, help="LABELLOOP_RETRAIN_EVERY")
+    parser.add_argument("--idle-train", type=int, default=10,
+                        help="LABELLOOP_IDLE_TRAIN: seconds without a label before waiting labels are trained on")
     parser.add_argument("--settle-timeout", type=float, default=900.0,
                         help="seconds to wait at a budget for the round holding every label")
     parser.add_argument("--sequential", action="store_true", help="run the two arms one after the other")
@@ -696,7 +706,8 @@ def main(argv: list[str] | None = None) -> None:
         ls_server.start()
         log(f"Label Studio on {ls_server.url} (pid {ls_server.pid}, data {ls_server.data_dir})")
         env.update({"LABEL_STUDIO_URL": ls_server.url, "LABEL_STUDIO_API_KEY": ls_server.token,
-                    "MODEL_DIR": str(work / "models"), "LABELLOOP_RETRAIN_EVERY": str(args.retrain_every)})
+                    "MODEL_DIR": str(work / "models"), "LABELLOOP_RETRAIN_EVERY": str(args.retrain_every),
+                    "LABELLOOP_IDLE_TRAIN": str(args.idle_train)})
         with BackendServer(env, log_path=work / "backend.log", workers=2) as backend:
             log(f"labelloop on {backend.url} (pid {backend.pid}, log {backend.log_path})")
             print(ROW_HEAD, flush=True)

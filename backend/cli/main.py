@@ -173,9 +173,20 @@ def _history(args: argparse.Namespace, settings: Settings) -> int:
     for it in iterations:  # the whole reason, unfolded (the table's column wraps it)
         if it.status == "failed" and it.error:
             print(f"{it.version} failed: {it.error}")
+    _print_control(iterations)
     if not iterations:
         print(f"project {args.project} has no iterations yet")
     return 0
+
+
+def _print_control(iterations: list) -> None:
+    """Active vs random per round, under the table (a column would not fit the interval and the efficiency)."""
+    from backend.service.control import control_summary
+
+    for it in iterations:
+        control = (it.metrics or {}).get("control") if it.status == "succeeded" else None
+        if isinstance(control, dict):
+            print(f"{it.version} {control_summary(control)}")
 
 
 def _more_figures(metrics: dict | None) -> str:

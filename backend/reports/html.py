@@ -39,12 +39,17 @@ PLOT_FILES = {
     "autolabel_curve": "autolabel_curve.png",
     "stopping": "stopping.png",
 }
+#: Where a comparison's validation items came from (metrics["control"]["yardstick"]), in words.
+YARDSTICKS = {"random_stream": "random validation stream", "ground_truth": "ground-truth tasks"}
+#: The control-stream section's figure (not in PLOT_FILES: it exists only for projects with a control stream).
+CONTROL_FILE = "active_vs_random.png"
 # Columns added after the first schema: read from the row, else from `metrics` (older producers).
 TRUST_FIELDS = ("ece", "calibration", "kappa", "mean_uncertainty", "stop_suggested")
 DEFAULT_STOP_KAPPA = 0.99
 DPI = 110
 COLOURS = {"accuracy": "#1f77b4", "macro_f1": "#ff7f0e", "ece": "#7f7f7f", "kappa": "#2ca02c",
-           "uncertainty": "#9467bd", "easy": "#59a14f", "medium": "#edc948", "hard": "#e15759", "stop": "#d62728"}
+           "uncertainty": "#9467bd", "easy": "#59a14f", "medium": "#edc948", "hard": "#e15759", "stop": "#d62728",
+           "active": "#1f77b4", "random": "#ff7f0e"}
 
 
 # --------------------------------------------------------------------------- input helpers
@@ -353,6 +358,96 @@ PLOTTERS: dict[str, tuple[str, Callable[[list[dict[str, Any]], dict | None], byt
 }
 
 
+def _control_rows(succeeded: list[dict[str, Any]]) -> list[tuple[int, dict[str, Any]]]:
+    """(iteration, metrics["control"]) of the rounds that made the comparison (not the skipped ones)."""
+    keys = ("n", "accuracy_active_at_n", "accuracy_random_at_n", "gap", "gap_low", "gap_high",
+            "random_labels_needed", "needed_low", "needed_high")
+    rows = []
+    for it in succeeded:
+        control, n = _sub(_metrics(it), "control"), _number(it)
+        if n is not None and all(_num(control.get(k)) is not None for k in keys):
+            rows.append((n, control))
+    return rows
+
+
+def _series(rows: list[tuple[int, dict[str, Any]]], key: str, scale: float = 1.0) -> list[float]:
+    return [scale * float(control[key]) for _, control in rows]
+
+
+def _plot_control(rows: list[tuple[int, dict[str, Any]]]) -> bytes:
+    """Three panels per round: accuracy at equal label counts, the gap with its 95 % interval, and the random
+    labels needed to match the active accuracy against the labels each side had (the diagonal = no gain)."""
+    fig = _figure(12, 4.2)
+    acc_ax, gap_ax, eff_ax = fig.subplots(1, 3)
+    xs = [n for n, _ in rows]
+    acc_ax.plot(xs, _series(rows, "accuracy_active_at_n"), marker="o", color=COLOURS["active"], label="active picks")
+    acc_ax.plot(xs, _series(rows, "accuracy_random_at_n"), marker="s", color=COLOURS["random"],
+                label="random picks (control stream)")
+    acc_ax.set_title("Accuracy at equal label counts")
+    acc_ax.set_ylabel("validation accuracy")
+    acc_ax.legend(loc="lower right", fontsize="small")
+    gap, low, high = (_series(rows, k, 100.0) for k in ("gap", "gap_low", "gap_high"))
+    gap_ax.errorbar(xs, gap, yerr=[[g - lo for g, lo in zip(gap, low, strict=True)],
+                                   [hi - g for g, hi in zip(gap, high, strict=True)]],
+                    marker="o", capsize=4, color=COLOURS["active"])
+    gap_ax.axhline(0, color="#555", linewidth=1)
+    gap_ax.set_title("Active minus random (95 % interval)")
+    gap_ax.set_ylabel("accuracy points")
+    n_each, needed = _series(rows, "n"), _series(rows, "random_labels_needed")
+    below = [max(0.0, v - lo) for v, lo in zip(needed, _series(rows, "needed_low"), strict=True)]
+    above = [max(0.0, hi - v) for v, hi in zip(needed, _series(rows, "needed_high"), strict=True)]
+    eff_ax.errorbar(n_each, needed, yerr=[below, above], linestyle="none", marker="o", capsize=4,
+                    color=COLOURS["random"], label="random labels needed")
+    bounded = [(x, y) for x, y, (_, c) in zip(n_each, needed, rows, strict=True) if c.get("lower_bound")]
+    if bounded:
+        eff_ax.plot(*zip(*bounded, strict=True), marker="^", markersize=11, linestyle="none", color=COLOURS["stop"],
+                    label="more than every control label (lower bound)")
+    top = max([*n_each, *(v + a for v, a in zip(needed, above, strict=True))])
+    eff_ax.plot([0, top], [0, top], linestyle="--", color="#555", linewidth=1, label="no gain (random = active)")
+    eff_ax.set_title("Labelling efficiency")
+    eff_ax.set_xlabel("labels each side had")
+    eff_ax.set_ylabel("random labels for the active accuracy")
+    eff_ax.legend(loc="upper left", fontsize="small")
+    for ax in (acc_ax, gap_ax):
+        ax.set_xlabel("iteration")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    for ax in (acc_ax, gap_ax, eff_ax):
+        _style(ax)
+    return _png(fig)
+
+
+def _control_section(succeeded: list[dict[str, Any]], out: Path) -> str:
+    """The "Active vs random on your data" section: the figure and the latest verdict, or why there is none."""
+    from backend.service.control import control_summary
+
+    head = '<section id="active_vs_random"><h2>Active vs random on your data</h2>'
+    path = out / CONTROL_FILE
+    rows = _control_rows(succeeded)
+    tried = [(it, _sub(_metrics(it), "control")) for it in succeeded if _sub(_metrics(it), "control")]
+    if not rows:
+        path.unlink(missing_ok=True)
+        if not tried:
+            return (f'{head}<p class="meta">The control stream is off for this project: set control_fraction '
+                    "(e.g. 0.1) in the model connection's extra params or LABELLOOP_CONTROL_FRACTION to compare "
+                    "active picks with random ones on your own labels.</p></section>")
+        it, latest = tried[-1]
+        return f'{head}<p class="meta">{_e(it.get("version"))}: {_e(control_summary(latest))}.</p></section>'
+    png = _plot_control(rows)
+    _atomic_write(path, png)
+    uri = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+    number, latest = rows[-1]
+    source = YARDSTICKS.get(str(latest.get("yardstick")), "validation split")
+    verdict = control_summary(latest).split(": ", 1)[-1]
+    caption = ("Each round fits a shadow model on the control stream's random labels and one on as many of the "
+               "strategy's picks (same estimator as the served model), both judged on the validation split. A gap "
+               "above 0, and random labels needed above the diagonal, mean active learning paid off on your data; "
+               "bars are 95 % paired-bootstrap intervals over the validation items.")
+    return (f"{head}<p>Iteration {number}, judged on {_int(latest.get('n_validation'))} items of the "
+            f"{_e(source)}: active minus random {_e(verdict)}.</p>"
+            f'<figure id="control"><img src="{uri}" alt="Active vs random on your data">'
+            f"<figcaption>{_e(caption)}</figcaption></figure></section>")
+
+
 # --------------------------------------------------------------------------- HTML
 CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;background:#f5f6f8;color:#222}
@@ -576,6 +671,7 @@ def write_report(
     body = "".join([
         _header(ordered, succeeded, project_id, title),
         "<h2>Plots</h2>", *figures,
+        _control_section(succeeded, out),
         "<h2>Iterations</h2>", _iteration_table(ordered),
         "<h2>Latest per-class metrics</h2>", _per_class_table(succeeded),
         "<h2>Latest confusion matrix</h2>", _confusion_section(succeeded),

@@ -7,6 +7,7 @@ once, from the process settings; routes and commands only call into it.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -59,10 +60,29 @@ class Services:
         self.background = RecordedJobs(store, runs_jobs=trains)
         # One thread per process settles webhooks after their answer (threads start on first use: after fork).
         self._after_webhooks = ThreadPoolExecutor(max_workers=1, thread_name_prefix="labelloop-webhooks")
+        # Per project, what the settle waiting on that thread will cover: (START_TRAINING seen, newest event).
+        self._unsettled: dict[int, tuple[bool, int]] = {}
+        self._unsettled_lock = threading.Lock()
 
     def after_webhook(self, project_id: int, start_training: bool, event_id: int = 0) -> None:
-        """Settle a recorded webhook after its answer: count the project's labels, queue a round if due."""
-        self._after_webhooks.submit(self._settle_logged, project_id, start_training, event_id)
+        """Settle a recorded webhook after its answer: count the project's labels, queue a round if due.
+
+        Webhooks that arrive while the project's settle still waits its turn join that settle rather
+        than queue their own: it counts from the events table, so one count covers them all. Under a
+        storm this keeps the settling thread (which shares the CPU, and the GIL, with the answers) to a
+        few counts a second instead of one per webhook.
+        """
+        with self._unsettled_lock:
+            waiting = self._unsettled.get(project_id)
+            self._unsettled[project_id] = (start_training or bool(waiting and waiting[0]),
+                                           max(event_id, waiting[1] if waiting else 0))
+        if waiting is None:
+            self._after_webhooks.submit(self._settle_unsettled, project_id)
+
+    def _settle_unsettled(self, project_id: int) -> None:
+        with self._unsettled_lock:
+            start_training, event_id = self._unsettled.pop(project_id)
+        self._settle_logged(project_id, start_training, event_id)
 
     def settle_webhook(self, project_id: int, start_training: bool, event_id: int = 0) -> Iteration | None:
         """Queue a round for START_TRAINING, or when ``retrain_every`` labels arrived since the last one.

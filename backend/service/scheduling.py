@@ -23,6 +23,9 @@ from backend.store.schema import Iteration
 
 log = logging.getLogger(__name__)
 
+#: Old versions whose predictions one pause between rounds deletes from Label Studio.
+PRUNE_PER_PAUSE = 2
+
 
 def worker_identity() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -133,8 +136,17 @@ class TrainingJobs:
             finally:
                 self.store.release_lease(project_id, self.owner)
             if not self.store.has_queued(project_id):
-                return ran
+                self._prune_when_idle(project_id)
+                if not self.store.has_queued(project_id):  # a trigger may have queued a round meanwhile
+                    return ran
         return ran
+
+    def _prune_when_idle(self, project_id: int) -> None:
+        """Delete an old version's predictions from Label Studio now that no round waits (paced, see prune_versions)."""
+        try:
+            self.runner.prune_versions(project_id, limit=PRUNE_PER_PAUSE)
+        except Exception:  # housekeeping: the new version is already live; the next pause tries again
+            log.exception("project %s: deleting old predictions from Label Studio failed", project_id)
 
     def _renew(self, project_id: int) -> Callable[[], bool]:
         return lambda: self.store.renew_lease(project_id, self.owner, self.lease_seconds)
@@ -151,6 +163,8 @@ class TrainingJobs:
             self.trigger(project_id, "timer", background=background)
         for project_id in self.store.projects_due_by_labels():  # a webhook's own trigger was lost
             self.trigger(project_id, "labels", background=background)
+        for project_id in self.store.projects_idle_with_labels():  # the last labels before a break
+            self.trigger(project_id, "idle", background=background)
         for project_id in self.store.projects_with_lost_rounds():
             self.recover(project_id)
         for project_id in self.store.projects_with_queued():

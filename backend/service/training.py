@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from backend.config import ProjectPolicy
 from backend.labelstudio.gateway import LabelStudioError, LabelStudioGateway
 from backend.labelstudio.images import ImageFetcher
 from backend.labelstudio.labelconfig import parse_label_config
@@ -26,6 +27,7 @@ from backend.labelstudio.tasks import (
     task_input,
 )
 from backend.labelstudio.tasktypes import TaskType
+from backend.service.control import compare_control
 from backend.service.models import build_estimator, verify_loadable
 from backend.service.reading import read_tasks
 from backend.store import Store
@@ -57,6 +59,23 @@ def in_validation(task_id: int, fraction: float) -> bool:
         return False
     digest = hashlib.sha256(f"labelloop-validation:{task_id}".encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64 < fraction
+
+
+def in_control(task_id: int, fraction: float, validation_fraction: float) -> bool:
+    """The control stream (opt-in), fixed by task id like the validation stream but with its own salt, so
+    the two are independent draws; a task in both is validation's (a held-out label never trains, and the
+    control stream's labels do)."""
+    if fraction <= 0 or in_validation(task_id, validation_fraction):
+        return False
+    digest = hashlib.sha256(f"labelloop-control:{task_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
+
+
+def pool_streams(pool_ids: list[int], policy: ProjectPolicy) -> np.ndarray:
+    """Each pool task's queue stream: "validation", "control" (both at random positions) or "active"."""
+    return np.array(["validation" if in_validation(t, policy.validation_fraction)
+                     else "control" if in_control(t, policy.control_fraction, policy.validation_fraction)
+                     else "active" for t in pool_ids], dtype=object)
 
 
 @dataclass
@@ -128,6 +147,7 @@ class Split:
 
     train_x: list[Any] = field(default_factory=list)
     train_y: list[list[str]] = field(default_factory=list)
+    train_ids: list[int] = field(default_factory=list)
     val_x: list[Any] = field(default_factory=list)
     val_y: list[list[str]] = field(default_factory=list)
     val_ids: list[int] = field(default_factory=list)
@@ -149,6 +169,7 @@ def split_inputs(data: Collected, spec: TaskType, load_image: ImageLoader | None
             out.val_x.append(x)
             out.val_y.append(labels)
         else:
+            out.train_ids.append(int(task["id"]))
             out.train_x.append(x)
             out.train_y.append(labels)
     if not out.train_x:
@@ -224,10 +245,11 @@ class StepTimer:
 
 def score_rows(pool_ids: list[int], pool: Scored, queued: Ordered, difficulty: np.ndarray,
                stream: np.ndarray) -> list[dict[str, Any]]:
-    """One history row per pool task: prediction, pushed score, difficulty, rank, and its queue stream."""
+    """One history row per pool task: prediction, pushed score, difficulty, rank, and its queue stream
+    (:func:`pool_streams`; a boolean mask still reads as validation/active)."""
     return [
         {"task_id": tid, "predicted": labels, "score": float(s), "uncertainty": float(u), "difficulty": str(d),
-         "rank": int(r), "stream": "validation" if v else "active"}
+         "rank": int(r), "stream": str(v) if isinstance(v, str) else "validation" if v else "active"}
         for tid, labels, s, u, d, r, v in zip(pool_ids, pool.labels, queued.scores, pool.uncertainty, difficulty,
                                                queued.rank, stream, strict=True)
     ]
@@ -262,6 +284,9 @@ class IterationRunner:
         # a second, so a 10,000-task pool would take minutes; the rest is answered by /predict (from this
         # round's stored rows) when an annotator opens the task.
         self.push_limit = push_limit
+        # Versions this process already pruned: each DELETE takes Label Studio's write lock, even for a
+        # version with nothing left, so none is sent twice (another process may send one more, harmlessly).
+        self._pruned: set[tuple[int, str]] = set()
 
     def run(self, iteration: Iteration, still_owner: Callable[[], bool]) -> None:
         """Run and record the outcome. Never raises for a training failure: it is stored instead."""
@@ -278,12 +303,8 @@ class IterationRunner:
             "project %s: published %s (%d labels, %.1fs)",
             iteration.project_id, iteration.version, result.fields["labels_used"], time.perf_counter() - started,
         )
-        try:
-            self.prune_versions(iteration.project_id)
-        except Exception:  # housekeeping: the new version is already live, never fail it for this
-            log.exception("project %s: deleting old predictions from Label Studio failed", iteration.project_id)
 
-    def prune_versions(self, project_id: int) -> list[str]:
+    def prune_versions(self, project_id: int, limit: int | None = None) -> list[str]:
         """Delete Label Studio's predictions of versions older than the newest ``keep_versions``.
 
         Every round pushes a prediction per unlabelled task; kept forever they slow every later read
@@ -291,7 +312,9 @@ class IterationRunner:
         auto-labelling run used (its labels would vanish), and only the few just past the window (so
         a round whose clean-up failed is caught up next time without re-deleting the whole history).
         Failed rounds always go, whatever ``keep_versions`` says: predictions they pushed before failing,
-        and the model file they wrote.
+        and the model file they wrote. ``limit`` caps the DELETEs of one call: the training loop prunes a
+        version or two at a time when no round is waiting, never on a round's own path, because each
+        DELETE holds Label Studio's write lock while annotators submit.
         """
         project = self.store.get_project(project_id)
         if project is None:
@@ -305,9 +328,12 @@ class IterationRunner:
             self.models.discard(project_id, version)
         gateway = self.gateway_for(project)
         deleted = []
-        for version in [*failed, *stale]:
-            if version not in protected and gateway.delete_version(project_id, version):
+        doomed = [v for v in dict.fromkeys([*failed, *stale])
+                  if v not in protected and (project_id, v) not in self._pruned]
+        for version in doomed[:limit]:
+            if gateway.delete_version(project_id, version):
                 deleted.append(version)
+            self._pruned.add((project_id, version))
         if deleted:
             log.info("project %s: deleted the predictions of %s from Label Studio", project_id, ", ".join(deleted))
         return deleted
@@ -336,13 +362,16 @@ class IterationRunner:
             metrics["calibration_reason"] = estimator.calibration_reason_
         with steps("evaluate"):
             evaluation = evaluate_split(estimator, strategy, spec, split, metrics)
+        if policy.control_fraction > 0:
+            with steps("control"):
+                metrics["control"] = self._compare_control(policy, spec, strategy, split, data, iteration.number)
         with steps("score"):
             pool_ids, pool = self._score_pool(estimator, strategy, spec, data, load_image,
                                               with_features=get_queue(policy.queue).needs_features
                                               or policy.warmup > 0)
         with steps("order"):
-            stream = np.array([in_validation(t, policy.validation_fraction) for t in pool_ids], dtype=bool)
-            queued = order(policy.queue, pool, random_state=iteration.number, reserved=stream,
+            stream = pool_streams(pool_ids, policy)
+            queued = order(policy.queue, pool, random_state=iteration.number, reserved=stream != "active",
                            warmup=policy.warmup, labels_per_class=len(split.train_y) / max(1, pool.probs.shape[1]))
             difficulty = bucket(pool.uncertainty, evaluation.thresholds.easy_below, evaluation.thresholds.hard_above)
         metrics["difficulty"] = {**evaluation.thresholds_json(), "counts": bucket_counts(difficulty)}
@@ -360,6 +389,9 @@ class IterationRunner:
             metrics["label_studio"] = self._publish(gateway, project, iteration, predictions, still_owner)
             metrics["label_studio"]["served_by_predict"] = len(pool_ids) - len(predictions)
         metrics["skipped"] = data.skipped[:100]  # the reasons; n_skipped counts them all
+        if policy.control_fraction > 0:
+            metrics["control_stream"] = {"share": policy.control_fraction,
+                                         "pool_tasks": int((stream == "control").sum())}
         metrics["timings"] = steps.seconds
         fields = {
             "labels_used": len(split.train_x) + len(split.val_x),
@@ -379,37 +411,74 @@ class IterationRunner:
             "mean_uncertainty": mean_normalised_uncertainty(pool.uncertainty) if len(pool) else None,
             "stop_suggested": stop_suggested,
         }
-        metrics["validation_stream"] = {"share": policy.validation_fraction, "pool_tasks": int(stream.sum())}
+        metrics["validation_stream"] = {"share": policy.validation_fraction,
+                                        "pool_tasks": int((stream == "validation").sum())}
         rows = score_rows(pool_ids, pool, queued, difficulty, stream)
         return RoundResult(fields=fields, artifact=artifact, artifact_name=name, score_rows=rows)
 
+    @staticmethod
+    def _compare_control(policy: ProjectPolicy, spec: TaskType, strategy: AcquisitionFunction, split: Split,
+                         data: Collected, seed: int) -> dict[str, Any]:
+        """Active vs random at equal label counts on this round's validation split (backend/service/control.py).
+
+        The training rows in the control stream are the random picks; rows of the random validation stream
+        that train (ground truth is the yardstick) are random picks too, so they count on neither side.
+        """
+        control = {t for t in split.train_ids if in_control(t, policy.control_fraction, policy.validation_fraction)}
+        excluded = {t for t in split.train_ids if in_validation(t, policy.validation_fraction)}
+        return compare_control(policy, spec, strategy, split, data.labelled, control, excluded,
+                               lambda: build_estimator(policy, spec, random_state=seed), seed)
+
     def _publish(self, gateway: LabelStudioGateway, project: Project, iteration: Iteration,
                  predictions: list[dict[str, Any]], still_owner: Callable[[], bool]) -> dict[str, Any]:
-        """Push the pool's predictions, then point Label Studio at the version (while the lease is ours).
+        """Push the head of the queue, point Label Studio at the version (while the lease is ours), push the rest.
+
+        Label Studio serves the lowest score among the current version's predictions, and the scores
+        rise along the queue, so once the first batch (the queue's head) is in, the version can be set:
+        annotators get the new order after one batch instead of after the whole push, which under a
+        fast crowd is most of a round. A failure after that keeps the round (the order is live; the
+        tasks not pushed are answered by ``/predict`` from this round's rows) and is recorded.
 
         With nothing to push (every task labelled) Label Studio refuses a ``model_version`` that no
         prediction carries: the version is then served by labelloop without being set in Label Studio,
         and the history says so. Any other refusal fails the round.
         """
-        if predictions:
+        head, rest = predictions[: self.push_batch_size], predictions[self.push_batch_size :]
+        if head:
+            self._push(gateway, project, head)
+        outcome = self._set_version(gateway, project, iteration, bool(head), still_owner)
+        if rest:
             try:
-                gateway.import_predictions(project.id, predictions, self.push_batch_size)
-            except LabelStudioError:
-                # Perhaps a cached task no longer exists: the next round lists every task afresh.
-                self.store.drop_task_cache(project.id)
-                raise
+                self._push(gateway, project, rest)
+            except LabelStudioError as exc:
+                log.warning("project %s: %s is live with its queue's head; the rest of the push failed: %s",
+                            project.id, iteration.version, exc)
+                return {**outcome, "pushed": len(head), "push_error": str(exc)}
+        return {**outcome, "pushed": len(predictions)} if outcome["version_set"] else outcome
+
+    def _push(self, gateway: LabelStudioGateway, project: Project, predictions: list[dict[str, Any]]) -> None:
+        try:
+            gateway.import_predictions(project.id, predictions, self.push_batch_size)
+        except LabelStudioError:
+            # Perhaps a cached task no longer exists: the next round lists every task afresh.
+            self.store.drop_task_cache(project.id)
+            raise
+
+    def _set_version(self, gateway: LabelStudioGateway, project: Project, iteration: Iteration, pushed: bool,
+                     still_owner: Callable[[], bool]) -> dict[str, Any]:
+        """Point Label Studio at the version, or record why it serves without (nothing was pushed)."""
         if not still_owner():
             raise TrainingError("lost the training lease before publishing (another worker took over)")
         try:
             gateway.publish_version(project.id, iteration.version, project.rules.set_sampling)
         except LabelStudioError as exc:
-            if predictions:
+            if pushed:
                 raise
             log.warning("project %s: %s serves without being set in Label Studio (no unlabelled task to "
                         "predict): %s", project.id, iteration.version, exc)
             return {"pushed": 0, "version_set": False,
                     "reason": f"no unlabelled task to predict; Label Studio refused the version: {exc}"}
-        return {"pushed": len(predictions), "version_set": True}
+        return {"version_set": True}
 
     def _stopping(self, project: Project, iteration: Iteration, spec: TaskType, pool_ids: list[int],
                   pool_labels: list[list[str]]) -> tuple[float | None, bool]:

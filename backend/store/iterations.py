@@ -212,6 +212,29 @@ class IterationStore(Database):
                     due.append(int(project_id))
         return due
 
+    def projects_idle_with_labels(self, now: datetime | None = None) -> list[int]:
+        """Projects with labels waiting (fewer than ``retrain_every``) and no new one for ``idle_train_s``.
+
+        Without this, labels that arrived while a round ran, or the last few before a break, would wait
+        for the next ``retrain_every`` labels: the model serving after the last label would not know them.
+        """
+        due: list[int] = []
+        now = now or utcnow()
+        with self.session() as s:
+            busy = select(Iteration.id).where(Iteration.project_id == Project.id,
+                                              Iteration.status.in_(("queued", "running"))).exists()
+            rows = s.execute(select(Project.id, Project.policy, Project.counted_from_event).where(~busy)).all()
+            for project_id, policy, start in rows:
+                quiet = ProjectPolicy.from_stored(policy).idle_train_s
+                if quiet <= 0:
+                    continue
+                pending, newest = s.execute(
+                    select(func.coalesce(func.sum(Event.n_labels), 0), func.max(Event.received_at))
+                    .where(Event.project_id == project_id, Event.id > (start or 0), Event.n_labels > 0)).one()
+                if pending and newest is not None and as_utc(newest) <= now - timedelta(seconds=quiet):
+                    due.append(int(project_id))
+        return due
+
     def fail_iteration(self, iteration_id: int, error: str) -> None:
         with self.session() as s:
             s.execute(

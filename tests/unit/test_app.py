@@ -518,3 +518,114 @@ def test_a_cold_start_round_serves_representative_tasks_first(app_env) -> None:
     active = [r for r in rows if r["stream"] == "active"]
     by_uncertainty = sorted(active, key=lambda r: -r["uncertainty"])
     assert [r["task_id"] for r in active] != [r["task_id"] for r in by_uncertainty]
+
+
+def test_the_model_serving_after_the_last_label_learnt_from_every_label(app_env) -> None:
+    """Labels short of retrain_every (here 2 of 3) are trained on once no new label came for idle_train_s."""
+    client, services, gateway = app_env
+    setup_project(client, extra_params={"retrain_every": 3, "idle_train_s": 3})
+    client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 1}})
+    first = wait_for_iteration(services, 1, 1)
+    assert first.status == "succeeded" and first.labels_used == 24
+    for task in gateway.tasks[24:26]:  # two more labels: one short of a round
+        task["annotations"] = [{"id": task["id"] * 10, "result": [
+            {"from_name": "sentiment", "to_name": "text", "type": "choices", "value": {"choices": ["pos"]}}]}]
+        client.post("/webhook", json=annotation_event(task["id"], "pos"))
+        sent = time.monotonic()
+    services.wait_settled()
+    services.jobs.tick()
+    if time.monotonic() - sent < 2.5:  # checked only while the last label is surely younger than 3 s
+        assert len(services.store.iterations(1)) == 1  # not yet quiet: no round
+    wait_until(lambda: services.jobs.tick() or len(services.store.iterations(1)) == 2, "a round after the quiet spell")
+    final = wait_for_iteration(services, 1, 2)
+    assert final.status == "succeeded" and final.trigger == "idle" and final.labels_used == 26
+    assert services.store.serving_state(1).version == final.version
+    services.jobs.tick()
+    assert len(services.store.iterations(1)) == 2  # the labels are in: no further round
+
+
+def test_old_versions_are_pruned_between_rounds_never_during_one(app_env) -> None:
+    """Each DELETE holds Label Studio's write lock: it is sent once no round runs or waits, not after each round."""
+    import threading
+
+    client, services, gateway = app_env
+    setup_project(client, extra_params={"keep_versions": 1})
+    seen: list[list[str]] = []
+    real_delete, real_push = gateway.delete_version, gateway.import_predictions
+    in_push, release = threading.Event(), threading.Event()
+
+    def delete(project_id: int, version: str) -> int:
+        seen.append([it.status for it in services.store.iterations(project_id)])
+        return real_delete(project_id, version)
+
+    def push(project_id: int, predictions, batch_size: int) -> int:
+        if predictions[0]["model_version"] == "it-2":  # hold round 2 while round 3 is queued behind it
+            in_push.set()
+            assert release.wait(30)
+        return real_push(project_id, predictions, batch_size)
+
+    gateway.delete_version, gateway.import_predictions = delete, push
+    client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 1}})
+    assert wait_for_iteration(services, 1, 1).status == "succeeded"
+    client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 1}})
+    assert in_push.wait(60)
+    client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 1}})
+    services.wait_settled()
+    release.set()
+    assert wait_for_iteration(services, 1, 3).status == "succeeded"
+    wait_until(lambda: gateway.deleted == ["it-1", "it-2"], "it-1 and it-2 pruned after round 3")
+    assert seen and all(status in ("succeeded", "failed") for statuses in seen for status in statuses), seen
+
+
+def test_webhooks_waiting_to_be_settled_share_one_count(app_env) -> None:
+    """While a project's settle waits its turn, later webhooks join it (newest event, START_TRAINING kept)."""
+    import threading
+
+    _, services, _ = app_env
+    calls: list[tuple[int, bool, int]] = []
+    services.settle_webhook = lambda p, start, event: calls.append((p, start, event))
+    busy = threading.Event()
+    services._after_webhooks.submit(busy.wait, 30)  # the settling thread is busy elsewhere
+    for event in range(1, 51):
+        services.after_webhook(1, start_training=event == 7, event_id=event)
+    services.after_webhook(2, start_training=False, event_id=51)
+    busy.set()
+    services.wait_settled()
+    assert calls == [(1, True, 50), (2, False, 51)]
+    services.after_webhook(1, start_training=False, event_id=52)  # settled: the next one is settled anew
+    services.wait_settled()
+    assert calls[-1] == (1, False, 52)
+
+
+def test_label_studio_serves_the_new_order_once_the_queue_head_is_in(app_env) -> None:
+    """The version is set after the first batch (the head); a failure later keeps the round, recorded."""
+    client, services, gateway = app_env
+    setup_project(client)
+    services.jobs.runner.push_batch_size = 4  # the 10-task pool goes in as the head (4) and the rest (6)
+    calls: list[tuple[str, int]] = []
+    fail_rest = [False]
+    real_push, real_publish = gateway.import_predictions, gateway.publish_version
+
+    def push(project_id: int, predictions, batch_size: int) -> int:
+        calls.append(("push", len(predictions)))
+        if fail_rest[0] and len(calls) > 1:
+            raise LabelStudioError("pushing predictions failed: database is locked")
+        return real_push(project_id, predictions, batch_size)
+
+    def publish(project_id: int, version: str, uncertainty_sampling: bool) -> None:
+        calls.append(("publish", 0))
+        real_publish(project_id, version, uncertainty_sampling)
+
+    gateway.import_predictions, gateway.publish_version = push, publish
+    client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 1}})
+    first = wait_for_iteration(services, 1, 1)
+    assert first.status == "succeeded" and calls == [("push", 4), ("publish", 0), ("push", 6)]
+    ranks = {s["task_id"]: s["rank"] for s in client.get("/projects/1/iterations/1/scores").get_json()["scores"]}
+    assert sorted(ranks[p["task"]] for p in gateway.pushed[:4]) == [1, 2, 3, 4]  # the head went first
+    calls.clear()
+    fail_rest[0] = True  # the rest of the push fails: the round stands, with the head live
+    client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 1}})
+    second = wait_for_iteration(services, 1, 2)
+    assert second.status == "succeeded" and calls[:2] == [("push", 4), ("publish", 0)]
+    assert second.metrics["label_studio"]["pushed"] == 4 and "locked" in second.metrics["label_studio"]["push_error"]
+    assert services.store.serving_state(1).version == "it-2"

@@ -233,3 +233,25 @@ def test_job_slot_is_claimed_once_under_a_race(store) -> None:
     for t in threads:
         t.join()
     assert sorted(results) == [False] * 5 + [True]
+
+
+def test_labels_short_of_a_round_are_due_once_quiet(store: Store) -> None:
+    """Labels fewer than retrain_every (the last ones before a break) are trained on after idle_train_s."""
+    store.ensure_project(9, ProjectPolicy(retrain_every=10, idle_train_s=30))
+    assert store.projects_idle_with_labels(now=utcnow() + timedelta(hours=1)) == []  # no label, nothing to train
+    store.record_event(9, "ANNOTATION_CREATED", n_labels=1)
+    store.record_event(9, "PROJECT_UPDATED", n_labels=0)
+    assert store.projects_idle_with_labels() == []  # the label is fresh: more may come
+    store.record_event(9, "ANNOTATION_CREATED", n_labels=1)
+    assert store.projects_idle_with_labels(now=utcnow() + timedelta(seconds=20)) == []  # the newest label is 20 s old
+    assert store.projects_idle_with_labels(now=utcnow() + timedelta(seconds=31)) == [9]
+    store.request_training(9, "idle")
+    assert store.projects_idle_with_labels(now=utcnow() + timedelta(seconds=31)) == []  # queued already
+    assert store.acquire_lease(9, "w", 60) and store.start_next_queued(9, "w") is not None
+    assert store.projects_idle_with_labels(now=utcnow() + timedelta(hours=1)) == []  # the round took them
+
+
+def test_idle_training_can_be_switched_off(store: Store) -> None:
+    store.ensure_project(10, ProjectPolicy(retrain_every=10, idle_train_s=0))
+    store.record_event(10, "ANNOTATION_CREATED", n_labels=2)
+    assert store.projects_idle_with_labels(now=utcnow() + timedelta(hours=1)) == []
