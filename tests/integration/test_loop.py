@@ -219,3 +219,35 @@ def test_multi_label_choices_round_trip(label_studio, backend_server_factory) ->
                       selected_items={"all": False, "included": [new_id]})
     stored = [p for p in ls.predictions.list(task=new_id) if p.model_version == "it-1"]
     assert len(stored) == 1 and sorted(stored[0].result[0]["value"]["choices"]) == ["music", "plot"]
+
+
+def test_the_last_labels_before_a_break_are_trained_on(label_studio, backend_server_factory, tmp_path) -> None:
+    """7 labels with a round every 5: the last ones start no round by count; a quiet spell trains on them."""
+    ls = label_studio.client()
+    project = ls.projects.create(title=f"idle-{uuid.uuid4().hex[:6]}", label_config=CONFIG)
+    texts = [review(i) for i in range(24)]
+    ls.projects.import_tasks(id=project.id, request=[{"text": t} for t, _ in texts])
+    tasks = sorted(ls.tasks.list(project=project.id), key=lambda t: t.id)
+    label_of = {t.id: dict(texts)[t.data["text"]] for t in tasks}
+    server = backend_server_factory({"DATABASE_URL": f"sqlite:///{tmp_path / 'labelloop.sqlite3'}",
+                                     "LABELLOOP_RETRAIN_EVERY": "5", "LABELLOOP_IDLE_TRAIN": "3",
+                                     "LABELLOOP_TICK_SECONDS": "1"})
+    ml = ls.ml.create(url=server.url, project=project.id, title="labelloop", is_interactive=False)
+    assert ls.ml.get(id=ml.id).state == "CO"
+    for task in tasks[:5]:
+        ls.annotations.create(id=task.id, result=choice(label_of[task.id]))
+    wait_for(lambda: any(i["status"] == "succeeded" for i in iterations(server, project.id)), 180, "it-1")
+    for task in tasks[5:7]:  # two more: short of a round by count
+        ls.annotations.create(id=task.id, result=choice(label_of[task.id]))
+
+    def holding_all() -> dict | None:
+        its = iterations(server, project.id)
+        done = [i for i in its if i["status"] == "succeeded" and i["labels_used"] == 7]
+        return done[0] if done and not any(i["status"] in ("queued", "running") for i in its) else None
+
+    final = wait_for(holding_all, 180, "a round holding all 7 labels")
+    assert final["trigger"] == "idle", iterations(server, project.id)
+    assert ls.projects.get(id=project.id).model_version == final["version"]
+    served = requests.post(f"{server.url}/predict", json={"project": f"{project.id}.1", "tasks": [
+        {"id": tasks[10].id, "data": {"text": tasks[10].data["text"]}}]}, timeout=30).json()
+    assert served["model_version"] == final["version"]
