@@ -443,10 +443,13 @@ class IterationRunner:
         prediction carries: the version is then served by labelloop without being set in Label Studio,
         and the history says so. Any other refusal fails the round.
         """
+        began = time.perf_counter()
         head, rest = predictions[: self.push_batch_size], predictions[self.push_batch_size :]
         if head:
             self._push(gateway, project, head)
         outcome = self._set_version(gateway, project, iteration, bool(head), still_owner)
+        # How long into the push annotators started getting this round's order (the rest is pre-labels).
+        outcome["order_live_after_s"] = round(time.perf_counter() - began, 3)
         if rest:
             try:
                 self._push(gateway, project, rest)

@@ -620,6 +620,7 @@ def test_label_studio_serves_the_new_order_once_the_queue_head_is_in(app_env) ->
     client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 1}})
     first = wait_for_iteration(services, 1, 1)
     assert first.status == "succeeded" and calls == [("push", 4), ("publish", 0), ("push", 6)]
+    assert 0 <= first.metrics["label_studio"]["order_live_after_s"] <= first.metrics["timings"]["push"]
     ranks = {s["task_id"]: s["rank"] for s in client.get("/projects/1/iterations/1/scores").get_json()["scores"]}
     assert sorted(ranks[p["task"]] for p in gateway.pushed[:4]) == [1, 2, 3, 4]  # the head went first
     calls.clear()
