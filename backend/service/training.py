@@ -449,7 +449,7 @@ class IterationRunner:
             self._push(gateway, project, head)
         outcome = self._set_version(gateway, project, iteration, bool(head), still_owner)
         # How long into the push annotators started getting this round's order (the rest is pre-labels).
-        outcome["order_live_after_s"] = round(time.perf_counter() - began, 3)
+        outcome["order_live_after_s"] = round(time.perf_counter() - began, 4)
         if rest:
             try:
                 self._push(gateway, project, rest)
