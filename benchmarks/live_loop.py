@@ -223,6 +223,7 @@ class Measurement:
     settle_seconds: float
     settle_timed_out: bool
     idle_rounds: int = 0  # rounds the server started on its own after a quiet spell (LABELLOOP_IDLE_TRAIN)
+    control: dict[str, Any] | None = None  # the serving round's own "active vs random" (--control-fraction)
     head_fetches: int = 0  # active arm: fetches that got the head of labelloop's queue (see Arm.head_share)
     ordered_fetches: int = 0  # fetches made while some version was serving
 
@@ -428,6 +429,7 @@ class Arm:
             served_at_budget=stats["served_at_last"], busy_labels=stats["busy"], mean_lag=stats["mean_lag"],
             unordered=stats["unordered"], top_class_share=top, errors=len(self.result.errors),
             settle_seconds=waited, settle_timed_out=timed_out, head_fetches=head, ordered_fetches=ordered,
+            control=control_of(its, version),
         )
 
     def queue(self, number: int) -> list[int]:
@@ -462,6 +464,31 @@ class Arm:
                         break
             labelled.add(r.task_id)
         return head, ordered
+
+
+def control_of(its: list[dict[str, Any]], version: str) -> dict[str, Any] | None:
+    """The serving round's control-stream comparison (``metrics.control``), when the stream is on."""
+    it = next((it for it in its if it["version"] == version), None)
+    return ((it or {}).get("metrics") or {}).get("control")
+
+
+def print_control(rows: list[dict[str, Any]]) -> None:
+    """What labelloop's own control stream said at each budget, next to what the two arms measured.
+
+    In the random arm the "active" labels are random too: its comparison is a placebo and should hover at 0.
+    """
+    print()
+    print("control stream (the serving round's own comparison; gap in points with its 95 % interval, n labels each)")
+    print(f"{'data':<11} {'seed':>4} {'budget':>6} {'measured gap':>12} "
+          f"{'active arm says':>26} {'random arm says':>26}")
+    for row in rows:
+        cells = []
+        for arm in ("active", "random"):
+            c = row[arm].get("control") or {}
+            cells.append(f"skipped: {c['skipped'][:16]}" if "skipped" in c else "-" if not c else
+                         f"{100 * c['gap']:+.1f} [{100 * c['gap_low']:+.1f},{100 * c['gap_high']:+.1f}] n={c['n']}")
+        print(f"{row['data']:<11} {row['seed']:>4} {row['budget']:>6} {100 * row['gap']:>+12.1f} "
+              f"{cells[0]:>26} {cells[1]:>26}")
 
 
 def staleness(labels: list[LabelRecord], its: list[dict[str, Any]]) -> dict[str, Any]:
@@ -660,6 +687,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--retrain-every", type=int, default=10, help="LABELLOOP_RETRAIN_EVERY")
     parser.add_argument("--idle-train", type=int, default=10,
                         help="LABELLOOP_IDLE_TRAIN: seconds without a label before waiting labels are trained on")
+    parser.add_argument("--control-fraction", type=float, default=0.0,
+                        help="LABELLOOP_CONTROL_FRACTION: each round's own active-vs-random comparison (0 = off)")
     parser.add_argument("--settle-timeout", type=float, default=900.0,
                         help="seconds to wait at a budget for the round holding every label")
     parser.add_argument("--sequential", action="store_true", help="run the two arms one after the other")
@@ -707,7 +736,8 @@ def main(argv: list[str] | None = None) -> None:
         log(f"Label Studio on {ls_server.url} (pid {ls_server.pid}, data {ls_server.data_dir})")
         env.update({"LABEL_STUDIO_URL": ls_server.url, "LABEL_STUDIO_API_KEY": ls_server.token,
                     "MODEL_DIR": str(work / "models"), "LABELLOOP_RETRAIN_EVERY": str(args.retrain_every),
-                    "LABELLOOP_IDLE_TRAIN": str(args.idle_train)})
+                    "LABELLOOP_IDLE_TRAIN": str(args.idle_train),
+                    "LABELLOOP_CONTROL_FRACTION": str(args.control_fraction)})
         with BackendServer(env, log_path=work / "backend.log", workers=2) as backend:
             log(f"labelloop on {backend.url} (pid {backend.pid}, log {backend.log_path})")
             print(ROW_HEAD, flush=True)
@@ -734,6 +764,8 @@ def main(argv: list[str] | None = None) -> None:
     summary = summarise(rows) if rows else []
     if summary:
         print_summary(summary)
+    if args.control_fraction > 0 and rows:
+        print_control(rows)
     print_load(runs)
     print_errors(errors)
     ls_errors = server_errors(ls_log)
