@@ -58,7 +58,8 @@ def test_active_learning_loop(label_studio, backend_server_factory, tmp_path, da
     tasks = sorted(ls.tasks.list(project=project.id), key=lambda t: t.id)
     label_of = {t.id: dict(texts)[t.data["text"]] for t in tasks}
 
-    env = {"LABELLOOP_RETRAIN_EVERY": "8", "LABELLOOP_TICK_SECONDS": "1"}
+    # Batches of 10: the 32-task pool goes in as the queue's head, then the version is set, then the rest.
+    env = {"LABELLOOP_RETRAIN_EVERY": "8", "LABELLOOP_TICK_SECONDS": "1", "LABELLOOP_PUSH_BATCH_SIZE": "10"}
     if database == "sqlite":
         env["DATABASE_URL"] = f"sqlite:///{tmp_path / 'labelloop.sqlite3'}"
     server = backend_server_factory(env)
