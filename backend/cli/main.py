@@ -62,6 +62,7 @@ def _train(args: argparse.Namespace, settings: Settings) -> int:
         store.ensure_project(args.project, settings.policy)
     services = Services(settings, store)
     queued = services.jobs.trigger(args.project, args.trigger, background=False)
+    assert queued is not None  # no min_labels: a run is always queued (or joined)
     ran = services.jobs.drain(args.project)
     if not ran:
         print(f"project {args.project}: another worker holds the training lease; {queued.version} stays queued "

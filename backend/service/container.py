@@ -95,7 +95,7 @@ class Services:
         state = self.store.serving_state(project_id)
         if (state is not None and self.store.labels_since(project_id) >= state.retrain_every
                 and self.store.event_uncounted(project_id, event_id)):
-            return self.jobs.trigger(project_id, "labels")
+            return self.jobs.trigger(project_id, "labels", min_labels=state.retrain_every)
         return None
 
     def wait_settled(self, timeout: float = 30.0) -> None:

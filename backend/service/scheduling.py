@@ -76,9 +76,12 @@ class TrainingJobs:
         self._ticker: threading.Thread | None = None
 
     # -- triggers -----------------------------------------------------------------------------
-    def trigger(self, project_id: int, reason: str, background: bool = True) -> Iteration:
-        """Queue a run (or join the queued one) and start draining; returns the queued iteration."""
-        iteration = self.store.request_training(project_id, reason)
+    def trigger(self, project_id: int, reason: str, background: bool = True, min_labels: int = 0) -> Iteration | None:
+        """Queue a run (or join the queued one) and start draining; returns the queued iteration.
+
+        None when ``min_labels`` labels no longer wait (a round started meanwhile and took them).
+        """
+        iteration = self.store.request_training(project_id, reason, min_labels)
         if background and self.trains:
             self.kick(project_id)
         return iteration
@@ -164,7 +167,7 @@ class TrainingJobs:
         for project_id in self.store.projects_due_by_labels():  # a webhook's own trigger was lost
             self.trigger(project_id, "labels", background=background)
         for project_id in self.store.projects_idle_with_labels():  # the last labels before a break
-            self.trigger(project_id, "idle", background=background)
+            self.trigger(project_id, "idle", background=background, min_labels=1)
         for project_id in self.store.projects_with_lost_rounds():
             self.recover(project_id)
         for project_id in self.store.projects_with_queued():

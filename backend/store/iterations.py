@@ -19,17 +19,29 @@ LOST_ROUND = "worker lost"
 
 class IterationStore(Database):
     # -- iterations ---------------------------------------------------------------------------
-    def request_training(self, project_id: int, trigger: str) -> Iteration:
-        """Queue an iteration, or return the one already queued (triggers fold into one run)."""
+    def request_training(self, project_id: int, trigger: str, min_labels: int = 0) -> Iteration | None:
+        """Queue an iteration, or return the one already queued (triggers fold into one run).
+
+        ``min_labels``: queue only if at least this many labels still wait for a round, checked under the
+        same lock as the queueing. A trigger that counted the labels just before a round started (and took
+        them) then queues nothing, instead of a round with nothing new to train on; returns None.
+        """
         with self.session() as s:
             # Touch the project row first: on PostgreSQL this row lock serialises concurrent
-            # requesters, on SQLite the write lock does, so two workers never queue two runs.
+            # requesters (and the round start that moves counted_from_event), on SQLite the write
+            # lock does, so two workers never queue two runs.
             s.execute(update(Project).where(Project.id == project_id).values(updated_at=utcnow()))
             queued = s.scalar(
                 select(Iteration).where(Iteration.project_id == project_id, Iteration.status == "queued")
             )
             if queued is not None:
                 return queued
+            if min_labels > 0:
+                start = s.scalar(select(Project.counted_from_event).where(Project.id == project_id)) or 0
+                waiting = s.scalar(select(func.coalesce(func.sum(Event.n_labels), 0))
+                                   .where(Event.project_id == project_id, Event.id > start)) or 0
+                if waiting < min_labels:
+                    return None
             last = s.scalar(select(func.max(Iteration.number)).where(Iteration.project_id == project_id)) or 0
             iteration = Iteration(
                 project_id=project_id,

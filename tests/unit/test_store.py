@@ -255,3 +255,21 @@ def test_idle_training_can_be_switched_off(store: Store) -> None:
     store.ensure_project(10, ProjectPolicy(retrain_every=10, idle_train_s=0))
     store.record_event(10, "ANNOTATION_CREATED", n_labels=2)
     assert store.projects_idle_with_labels(now=utcnow() + timedelta(hours=1)) == []
+
+
+def test_a_trigger_that_counted_before_a_round_took_the_labels_queues_nothing(store: Store) -> None:
+    """The settle race: labels counted, a round starts and takes them, then the trigger arrives."""
+    store.ensure_project(11, ProjectPolicy(retrain_every=3))
+    for _ in range(3):
+        store.record_event(11, "ANNOTATION_CREATED", n_labels=1)
+    assert store.labels_since(11) == 3  # a webhook's settle counted 3: due
+    first = store.request_training(11, "START_TRAINING")
+    assert store.acquire_lease(11, "w", 60) and store.start_next_queued(11, "w").id == first.id  # took the 3
+    assert store.request_training(11, "labels", min_labels=3) is None  # the settle's trigger, too late
+    assert [it.status for it in store.iterations(11)] == ["running"]
+    for _ in range(3):
+        store.record_event(11, "ANNOTATION_CREATED", n_labels=1)
+    follow_up = store.request_training(11, "labels", min_labels=3)
+    assert follow_up is not None and follow_up.status == "queued"
+    joined = store.request_training(11, "labels", min_labels=100)
+    assert joined is not None and joined.id == follow_up.id  # a queued round is joined, not judged
