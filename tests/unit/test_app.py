@@ -630,3 +630,23 @@ def test_label_studio_serves_the_new_order_once_the_queue_head_is_in(app_env) ->
     assert second.status == "succeeded" and calls[:2] == [("push", 4), ("publish", 0)]
     assert second.metrics["label_studio"]["pushed"] == 4 and "locked" in second.metrics["label_studio"]["push_error"]
     assert services.store.serving_state(1).version == "it-2"
+
+
+def test_autolabelling_a_view_cross_fits_on_the_exported_labels_without_listing_the_project(app_env) -> None:
+    """A view (a test set) is listed; the cross-fitting labels come from the export, not a whole-project list."""
+    client, services, gateway = app_env
+    setup_project(client)
+    client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 1}})
+    it = wait_for_iteration(services, 1, 1)
+    listed: list[int | None] = []
+
+    def iter_tasks(project_id: int, view: int | None = None):
+        listed.append(view)
+        yield from (gateway.tasks[24:] if view == 7 else gateway.tasks)  # view 7: the 10 unlabelled tasks
+
+    gateway.iter_tasks = iter_tasks
+    job = wait_for_job(client, client.post("/projects/1/autolabel", json={"view": 7}).get_json()["job_id"])
+    assert job["status"] == "succeeded", job["error"]
+    assert listed == [7]
+    n_train = 24 - len(it.metrics["validation"]["task_ids"])
+    assert job["result"]["n_tasks"] == 10 and job["result"]["n_crossfit_rows"] == n_train
