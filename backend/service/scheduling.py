@@ -15,16 +15,20 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 from backend.service.training import IterationRunner
 from backend.store import Store
-from backend.store.schema import Iteration
+from backend.store.schema import Iteration, utcnow
 
 log = logging.getLogger(__name__)
 
 #: Old versions whose predictions one pause between rounds deletes from Label Studio.
 PRUNE_PER_PAUSE = 2
+#: While labels arrived within this many seconds (a crowd at work) old versions wait, up to PRUNE_BACKLOG of them.
+PRUNE_QUIET_S = 20.0
+PRUNE_BACKLOG = 8
 
 
 def worker_identity() -> str:
@@ -145,9 +149,15 @@ class TrainingJobs:
         return ran
 
     def _prune_when_idle(self, project_id: int) -> None:
-        """Delete an old version's predictions from Label Studio now that no round waits (paced, see prune_versions)."""
+        """Delete old versions' predictions from Label Studio now that no round waits (paced, see prune_versions).
+
+        While annotators are at work (a label within PRUNE_QUIET_S) each DELETE would hold Label Studio's
+        write lock under their "next task" and submits, so old versions wait for a quiet moment (the
+        idle round after a break ends in one) unless PRUNE_BACKLOG of them have piled up.
+        """
         try:
-            self.runner.prune_versions(project_id, limit=PRUNE_PER_PAUSE)
+            quiet = self.store.labels_received_since(project_id, utcnow() - timedelta(seconds=PRUNE_QUIET_S)) == 0
+            self.runner.prune_versions(project_id, limit=PRUNE_PER_PAUSE, min_backlog=0 if quiet else PRUNE_BACKLOG)
         except Exception:  # housekeeping: the new version is already live; the next pause tries again
             log.exception("project %s: deleting old predictions from Label Studio failed", project_id)
 

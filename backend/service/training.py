@@ -45,8 +45,10 @@ log = logging.getLogger(__name__)
 SCORE_CHUNK = 1000
 #: Unlabelled tasks compared between consecutive iterations for the stopping signal.
 STOP_SAMPLE = 2000
+#: The fewest predictions a round pushes once the project has a serving version (see IterationRunner._head_size).
+PUSH_HEAD_MIN = 100
 #: How many versions just past the retention window each round re-checks for predictions to delete.
-PRUNE_LOOKBACK = 5
+PRUNE_LOOKBACK = 15
 
 
 class TrainingError(RuntimeError):
@@ -304,7 +306,25 @@ class IterationRunner:
             iteration.project_id, iteration.version, result.fields["labels_used"], time.perf_counter() - started,
         )
 
-    def prune_versions(self, project_id: int, limit: int | None = None) -> list[str]:
+    def _head_size(self, project: Project, iteration: Iteration) -> int:
+        """How much of the queue to push (0 = all): what annotators can reach before the next round, with margin.
+
+        Four times the labels that arrived over the last round's cycle (its start until this one's), at
+        least ``PUSH_HEAD_MIN`` and four rounds' worth of ``retrain_every``, at most ``push_limit``; the
+        first round pushes ``push_limit``. Every prediction pushed is a write Label Studio's SQLite makes
+        while annotators wait for its lock, and one more to delete when the version is pruned (Label
+        Studio deletes predictions one by one, each with its task's counter update, in one transaction):
+        a 500-prediction head on a crowd that labels 10 tasks a round was 98 % waste.
+        """
+        if not self.push_limit:
+            return 0
+        previous = self.store.previous_succeeded(project.id, iteration.number)
+        if previous is None or previous.started_at is None:
+            return self.push_limit
+        cycle = self.store.labels_received_since(project.id, previous.started_at)
+        return min(self.push_limit, max(PUSH_HEAD_MIN, 4 * project.rules.retrain_every, 4 * cycle))
+
+    def prune_versions(self, project_id: int, limit: int | None = None, min_backlog: int = 0) -> list[str]:
         """Delete Label Studio's predictions of versions older than the newest ``keep_versions``.
 
         Every round pushes a prediction per unlabelled task; kept forever they slow every later read
@@ -314,7 +334,10 @@ class IterationRunner:
         Failed rounds always go, whatever ``keep_versions`` says: predictions they pushed before failing,
         and the model file they wrote. ``limit`` caps the DELETEs of one call: the training loop prunes a
         version or two at a time when no round is waiting, never on a round's own path, because each
-        DELETE holds Label Studio's write lock while annotators submit.
+        DELETE holds Label Studio's write lock while annotators submit (Label Studio deletes a version's
+        predictions one by one, each with its task's counter update, in one transaction). Nothing is
+        deleted while fewer than ``min_backlog`` versions wait for it (the caller's choice while a crowd
+        labels).
         """
         project = self.store.get_project(project_id)
         if project is None:
@@ -330,6 +353,8 @@ class IterationRunner:
         deleted = []
         doomed = [v for v in dict.fromkeys([*failed, *stale])
                   if v not in protected and (project_id, v) not in self._pruned]
+        if len(doomed) < max(1, min_backlog):
+            return []
         for version in doomed[:limit]:
             if gateway.delete_version(project_id, version):
                 deleted.append(version)
@@ -383,11 +408,13 @@ class IterationRunner:
             artifact, name = self.models.save(project.id, iteration.version, estimator)
             verify_loadable(artifact, policy.model, policy.trusted_types)
         with steps("push"):
-            head = queued.order[: self.push_limit] if self.push_limit else queued.order
+            size = self._head_size(project, iteration)
+            head = queued.order[:size] if size else queued.order
             predictions = [{"task": pool_ids[i], **spec.prediction(pool.labels[i], queued.scores[i], iteration.version)}
                            for i in head]
             metrics["label_studio"] = self._publish(gateway, project, iteration, predictions, still_owner)
             metrics["label_studio"]["served_by_predict"] = len(pool_ids) - len(predictions)
+            metrics["label_studio"]["head"] = size
         metrics["skipped"] = data.skipped[:100]  # the reasons; n_skipped counts them all
         if policy.control_fraction > 0:
             metrics["control_stream"] = {"share": policy.control_fraction,

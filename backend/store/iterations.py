@@ -224,6 +224,12 @@ class IterationStore(Database):
                     due.append(int(project_id))
         return due
 
+    def labels_received_since(self, project_id: int, since: datetime) -> int:
+        """Labels the project's webhooks brought from ``since`` on (how fast the crowd labels, per round)."""
+        with self.session() as s:
+            return int(s.scalar(select(func.coalesce(func.sum(Event.n_labels), 0))
+                                .where(Event.project_id == project_id, Event.received_at >= as_utc(since))) or 0)
+
     def projects_idle_with_labels(self, now: datetime | None = None) -> list[int]:
         """Projects with labels waiting (fewer than ``retrain_every``) and no new one for ``idle_train_s``.
 

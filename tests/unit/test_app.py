@@ -650,3 +650,44 @@ def test_autolabelling_a_view_cross_fits_on_the_exported_labels_without_listing_
     assert listed == [7]
     n_train = 24 - len(it.metrics["validation"]["task_ids"])
     assert job["result"]["n_tasks"] == 10 and job["result"]["n_crossfit_rows"] == n_train
+
+
+def test_a_round_pushes_what_annotators_can_reach_before_the_next(app_env) -> None:
+    """The first round pushes up to push_limit; later ones 4x the labels of a round's cycle, at least 100."""
+    client, services, gateway = app_env
+    gateway.tasks[:] = make_tasks(24, 400)
+    setup_project(client, extra_params={"retrain_every": 3})
+    services.jobs.runner.push_limit = 300
+    client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 1}})
+    first = wait_for_iteration(services, 1, 1)
+    assert first.status == "succeeded" and first.metrics["label_studio"]["pushed"] == 300  # no pace known yet
+    for task in gateway.tasks[24:27]:  # the crowd labels 3 tasks: the next round reaches the head's floor
+        task["annotations"] = [{"id": task["id"] * 10, "result": [
+            {"from_name": "sentiment", "to_name": "text", "type": "choices", "value": {"choices": ["pos"]}}]}]
+        client.post("/webhook", json=annotation_event(task["id"], "pos"))
+    second = wait_for_iteration(services, 1, 2)
+    assert second.status == "succeeded" and second.metrics["label_studio"]["pushed"] == 100
+    for _ in range(30):  # a fast crowd: 30 labels in the cycle -> 4 x 30 (recorded as the route would, no trigger)
+        services.store.record_event(1, "ANNOTATION_CREATED", n_labels=1)
+    client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 1}})
+    third = wait_for_iteration(services, 1, 3)
+    assert third.status == "succeeded" and third.metrics["label_studio"]["head"] == 120
+
+
+def test_old_versions_wait_for_a_quiet_moment_while_the_crowd_labels(app_env, monkeypatch) -> None:
+    """Each DELETE holds Label Studio's write lock under annotators: none while labels keep arriving."""
+    import backend.service.scheduling as scheduling
+
+    client, services, gateway = app_env
+    setup_project(client, extra_params={"keep_versions": 1, "retrain_every": 1000})
+    monkeypatch.setattr(scheduling, "PRUNE_QUIET_S", 3600.0)  # every label counts as recent
+    for number in (1, 2, 3):
+        services.store.record_event(1, "ANNOTATION_CREATED", n_labels=1)  # the crowd is at work
+        client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 1}})
+        assert wait_for_iteration(services, 1, number).status == "succeeded"
+        wait_until(lambda: not services.jobs._active[1].is_alive(), f"round {number}'s drain (and its pause) ended")
+    assert gateway.deleted == []  # it-1 and it-2 wait: fewer than PRUNE_BACKLOG
+    monkeypatch.setattr(scheduling, "PRUNE_QUIET_S", 0.0)  # the crowd paused
+    client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 1}})
+    assert wait_for_iteration(services, 1, 4).status == "succeeded"
+    wait_until(lambda: gateway.deleted == ["it-1", "it-2"], "the backlog pruned in the quiet moment")
