@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -33,6 +34,8 @@ TOKEN_CHECK_SECONDS = 2.0
 # A queued job older than this is picked up by any training process (its creator may be a serve-only replica,
 # or may have died before starting it); younger ones are left to the process that created them.
 JOB_PICKUP_SECONDS = 2.0
+# A webhook's settle (count the labels, queue a round) waits this long for the webhooks right behind it.
+SETTLE_DELAY = 0.25
 # Operators (people, scripts) prove themselves with this header when LABELLOOP_OPERATOR_TOKEN is set.
 OPERATOR_HEADER = "X-Labelloop-Operator-Token"
 
@@ -60,28 +63,34 @@ class Services:
         self.background = RecordedJobs(store, runs_jobs=trains)
         # One thread per process settles webhooks after their answer (threads start on first use: after fork).
         self._after_webhooks = ThreadPoolExecutor(max_workers=1, thread_name_prefix="labelloop-webhooks")
-        # Per project, what the settle waiting on that thread will cover: (START_TRAINING seen, newest event).
-        self._unsettled: dict[int, tuple[bool, int]] = {}
+        # Per project, what the settle waiting on that thread will cover: (START_TRAINING seen, newest event,
+        # when the first of its webhooks was answered).
+        self._unsettled: dict[int, tuple[bool, int, float]] = {}
         self._unsettled_lock = threading.Lock()
 
     def after_webhook(self, project_id: int, start_training: bool, event_id: int = 0) -> None:
         """Settle a recorded webhook after its answer: count the project's labels, queue a round if due.
 
-        Webhooks that arrive while the project's settle still waits its turn join that settle rather
-        than queue their own: it counts from the events table, so one count covers them all. Under a
-        storm this keeps the settling thread (which shares the CPU, and the GIL, with the answers) to a
-        few counts a second instead of one per webhook.
+        A settle waits SETTLE_DELAY after the first webhook it covers, and webhooks that arrive meanwhile
+        join it rather than queue their own: it counts from the events table, so one count covers them
+        all. Under a storm this keeps the settling thread (which shares the CPU, and the GIL, with the
+        answers) to a few counts a second instead of one per webhook: the settles were the ack's p99
+        on PostgreSQL (120-140 ms against 40-60 ms without them). A round is queued a quarter second later.
         """
         with self._unsettled_lock:
             waiting = self._unsettled.get(project_id)
             self._unsettled[project_id] = (start_training or bool(waiting and waiting[0]),
-                                           max(event_id, waiting[1] if waiting else 0))
+                                           max(event_id, waiting[1] if waiting else 0),
+                                           waiting[2] if waiting else time.monotonic())
         if waiting is None:
             self._after_webhooks.submit(self._settle_unsettled, project_id)
 
     def _settle_unsettled(self, project_id: int) -> None:
         with self._unsettled_lock:
-            start_training, event_id = self._unsettled.pop(project_id)
+            first = self._unsettled[project_id][2]
+        time.sleep(max(0.0, first + SETTLE_DELAY - time.monotonic()))  # let the webhooks right behind join
+        with self._unsettled_lock:
+            start_training, event_id, _ = self._unsettled.pop(project_id)
         self._settle_logged(project_id, start_training, event_id)
 
     def settle_webhook(self, project_id: int, start_training: bool, event_id: int = 0) -> Iteration | None:
