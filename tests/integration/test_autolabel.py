@@ -16,7 +16,7 @@ from pathlib import Path
 
 import requests
 
-from tests.integration.test_loop import CONFIG, NEG, POS, choice, wait_for
+from tests.integration.test_loop import NEG, POS, choice, text_project, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -44,11 +44,7 @@ def cli(server, *args: str, timeout: float = 300) -> subprocess.CompletedProcess
 
 def test_autolabel_report_and_stopping_signal(label_studio, backend_server_factory, tmp_path) -> None:
     ls = label_studio.client()
-    project = ls.projects.create(title=f"auto-{uuid.uuid4().hex[:6]}", label_config=CONFIG)
-    data = [text(i) for i in range(90)]
-    ls.projects.import_tasks(id=project.id, request=[{"text": t} for t, _ in data])
-    tasks = sorted(ls.tasks.list(project=project.id), key=lambda t: t.id)
-    label_of = {t.id: dict(data)[t.data["text"]] for t in tasks}
+    project, tasks, label_of = text_project(ls, "auto", [text(i) for i in range(90)])
     # 20 reviewed gold labels (the validation split) and 30 ordinary ones; 40 stay unlabelled.
     for t in tasks[:20]:
         ls.annotations.create(id=t.id, result=choice(label_of[t.id]), ground_truth=True)

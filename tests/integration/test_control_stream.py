@@ -7,12 +7,11 @@ import json
 import os
 import subprocess
 import sys
-import uuid
 
 import requests
 
 from backend.service.training import in_control, in_validation
-from tests.integration.test_loop import CONFIG, REPO, choice, review
+from tests.integration.test_loop import REPO, choice, review, text_project
 
 CONTROL, VALIDATION = 0.5, 0.2
 
@@ -39,11 +38,7 @@ def cli(server, *args: str) -> subprocess.CompletedProcess:
 
 def test_control_stream_compares_active_and_random_labels(label_studio, backend_server_factory, tmp_path) -> None:
     ls = label_studio.client()
-    project = ls.projects.create(title=f"control-{uuid.uuid4().hex[:6]}", label_config=CONFIG)
-    texts = [review(i) for i in range(80)]
-    ls.projects.import_tasks(id=project.id, request=[{"text": t} for t, _ in texts])
-    tasks = sorted(ls.tasks.list(project=project.id), key=lambda t: t.id)
-    label_of = {t.id: dict(texts)[t.data["text"]] for t in tasks}
+    project, tasks, label_of = text_project(ls, "control", [review(i) for i in range(80)])
 
     # No round while labelling (neither the label count nor a quiet spell): the CLI runs the one round below.
     server = backend_server_factory({"DATABASE_URL": f"sqlite:///{tmp_path / 'labelloop.sqlite3'}",

@@ -44,6 +44,15 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.5):
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
+def text_project(ls, title: str, texts: list[tuple[str, str]], config: str = CONFIG):
+    """A Label Studio project with one task per (text, label): the project, its tasks by id, each task's label."""
+    project = ls.projects.create(title=f"{title}-{uuid.uuid4().hex[:6]}", label_config=config)
+    ls.projects.import_tasks(id=project.id, request=[{"text": t} for t, _ in texts])
+    tasks = sorted(ls.tasks.list(project=project.id), key=lambda t: t.id)
+    truth = dict(texts)
+    return project, tasks, {t.id: truth[t.data["text"]] for t in tasks}
+
+
 def iterations(server, project_id: int) -> list[dict]:
     resp = requests.get(f"{server.url}/projects/{project_id}/iterations", timeout=10)
     return resp.json()["iterations"] if resp.status_code == 200 else []
@@ -52,11 +61,7 @@ def iterations(server, project_id: int) -> list[dict]:
 @pytest.mark.parametrize("database", ["postgresql", "sqlite"])
 def test_active_learning_loop(label_studio, backend_server_factory, tmp_path, database) -> None:
     ls = label_studio.client()
-    project = ls.projects.create(title=f"loop-{uuid.uuid4().hex[:6]}", label_config=CONFIG)
-    texts = [review(i) for i in range(40)]
-    ls.projects.import_tasks(id=project.id, request=[{"text": t} for t, _ in texts])
-    tasks = sorted(ls.tasks.list(project=project.id), key=lambda t: t.id)
-    label_of = {t.id: dict(texts)[t.data["text"]] for t in tasks}
+    project, tasks, label_of = text_project(ls, "loop", [review(i) for i in range(40)])
 
     # Batches of 10: the 32-task pool goes in as the queue's head, then the version is set, then the rest.
     env = {"LABELLOOP_RETRAIN_EVERY": "8", "LABELLOOP_TICK_SECONDS": "1", "LABELLOOP_PUSH_BATCH_SIZE": "10"}
@@ -225,11 +230,7 @@ def test_multi_label_choices_round_trip(label_studio, backend_server_factory) ->
 def test_the_last_labels_before_a_break_are_trained_on(label_studio, backend_server_factory, tmp_path) -> None:
     """7 labels with a round every 5: the last ones start no round by count; a quiet spell trains on them."""
     ls = label_studio.client()
-    project = ls.projects.create(title=f"idle-{uuid.uuid4().hex[:6]}", label_config=CONFIG)
-    texts = [review(i) for i in range(24)]
-    ls.projects.import_tasks(id=project.id, request=[{"text": t} for t, _ in texts])
-    tasks = sorted(ls.tasks.list(project=project.id), key=lambda t: t.id)
-    label_of = {t.id: dict(texts)[t.data["text"]] for t in tasks}
+    project, tasks, label_of = text_project(ls, "idle", [review(i) for i in range(24)])
     server = backend_server_factory({"DATABASE_URL": f"sqlite:///{tmp_path / 'labelloop.sqlite3'}",
                                      "LABELLOOP_RETRAIN_EVERY": "5", "LABELLOOP_IDLE_TRAIN": "3",
                                      "LABELLOOP_TICK_SECONDS": "1"})

@@ -56,8 +56,10 @@ def test_server_queues_worker_trains_and_a_killed_worker_loses_nothing(label_stu
     texts = [review(i) for i in range(400)]  # a pool big enough that a round takes a moment to push
     ls.projects.import_tasks(id=project.id, request=[{"text": t} for t, _ in texts])
     tasks = sorted(ls.tasks.list(project=project.id), key=lambda t: t.id)
+    # Later rounds push 100 predictions (the head's floor): in batches of 20 a round's push lasts long enough
+    # (five paced calls to Label Studio) for a kill to land in it.
     env = {"LABELLOOP_RETRAIN_EVERY": "8", "LABELLOOP_LEASE_SECONDS": "6", "LABELLOOP_TICK_SECONDS": "1",
-           "LABELLOOP_QUEUE": "greedy"}
+           "LABELLOOP_QUEUE": "greedy", "LABELLOOP_PUSH_BATCH_SIZE": "20"}
     server = backend_server_factory(env, extra_args=("--no-train",))
     ls.ml.create(url=server.url, project=project.id, title="labelloop", is_interactive=False)
 
@@ -77,10 +79,13 @@ def test_server_queues_worker_trains_and_a_killed_worker_loses_nothing(label_stu
         # Kill the worker in the middle of a round (again if a round finishes before the kill lands).
         killed = None
         for attempt in range(5):
+            before = len(iterations(server, project.id))
             requests.post(f"{server.url}/webhook", json={"action": "START_TRAINING", "project": {"id": project.id}},
                           timeout=10).raise_for_status()
-            newest = wait_for(lambda: (lambda it: it if it["status"] != "queued" else None)(
-                iterations(server, project.id)[-1]), 120, "the round to start", interval=0.02)
+            # The webhook queues its round just after answering: wait for that round (not the last one) to start.
+            newest = wait_for(lambda n=before: (lambda its: its[-1] if len(its) > n and its[-1]["status"] != "queued"
+                                                else None)(iterations(server, project.id)), 120, "the round to start",
+                              interval=0.02)
             if newest["status"] == "running":
                 workers[-1].kill()
                 if _by_version(server, project.id)[newest["version"]]["status"] == "running":
