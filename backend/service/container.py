@@ -63,12 +63,12 @@ class Services:
         self.background = RecordedJobs(store, runs_jobs=trains)
         # One thread per process settles webhooks after their answer (threads start on first use: after fork).
         self._after_webhooks = ThreadPoolExecutor(max_workers=1, thread_name_prefix="labelloop-webhooks")
-        # Per project, what the settle waiting on that thread will cover: (START_TRAINING seen, newest event,
-        # when the first of its webhooks was answered).
-        self._unsettled: dict[int, tuple[bool, int, float]] = {}
+        # Per project, what the settle waiting on that thread will cover: (START_TRAINING seen, when the first
+        # of its webhooks was answered).
+        self._unsettled: dict[int, tuple[bool, float]] = {}
         self._unsettled_lock = threading.Lock()
 
-    def after_webhook(self, project_id: int, start_training: bool, event_id: int = 0) -> None:
+    def after_webhook(self, project_id: int, start_training: bool) -> None:
         """Settle a recorded webhook after its answer: count the project's labels, queue a round if due.
 
         A settle waits SETTLE_DELAY after the first webhook it covers, and webhooks that arrive meanwhile
@@ -80,30 +80,29 @@ class Services:
         with self._unsettled_lock:
             waiting = self._unsettled.get(project_id)
             self._unsettled[project_id] = (start_training or bool(waiting and waiting[0]),
-                                           max(event_id, waiting[1] if waiting else 0),
-                                           waiting[2] if waiting else time.monotonic())
+                                           waiting[1] if waiting else time.monotonic())
         if waiting is None:
             self._after_webhooks.submit(self._settle_unsettled, project_id)
 
     def _settle_unsettled(self, project_id: int) -> None:
         with self._unsettled_lock:
-            first = self._unsettled[project_id][2]
+            first = self._unsettled[project_id][1]
         time.sleep(max(0.0, first + SETTLE_DELAY - time.monotonic()))  # let the webhooks right behind join
         with self._unsettled_lock:
-            start_training, event_id, _ = self._unsettled.pop(project_id)
-        self._settle_logged(project_id, start_training, event_id)
+            start_training, _ = self._unsettled.pop(project_id)
+        self._settle_logged(project_id, start_training)
 
-    def settle_webhook(self, project_id: int, start_training: bool, event_id: int = 0) -> Iteration | None:
+    def settle_webhook(self, project_id: int, start_training: bool) -> Iteration | None:
         """Queue a round for START_TRAINING, or when ``retrain_every`` labels arrived since the last one.
 
-        Not when a round already started after this event (the ticker can get there first): its labels
-        are in that round, and another round for them would train on nothing new.
+        The count is read first without a lock (most webhooks queue nothing), then checked again under the
+        project row's lock as the round is queued (``min_labels``): if a round started in between and took
+        the labels (the ticker can get there first), nothing is queued.
         """
         if start_training:
             return self.jobs.trigger(project_id, "START_TRAINING")
         state = self.store.serving_state(project_id)
-        if (state is not None and self.store.labels_since(project_id) >= state.retrain_every
-                and self.store.event_uncounted(project_id, event_id)):
+        if state is not None and self.store.labels_since(project_id) >= state.retrain_every:
             return self.jobs.trigger(project_id, "labels", min_labels=state.retrain_every)
         return None
 
@@ -116,9 +115,9 @@ class Services:
         self._after_webhooks.shutdown(wait=True)
         self.jobs.stop(timeout)
 
-    def _settle_logged(self, project_id: int, start_training: bool, event_id: int) -> None:
+    def _settle_logged(self, project_id: int, start_training: bool) -> None:
         try:
-            self.settle_webhook(project_id, start_training, event_id)
+            self.settle_webhook(project_id, start_training)
         except Exception:  # the next webhook, or the ticker (projects_due_by_labels), settles it again
             log.exception("project %s: queueing a round after a webhook failed", project_id)
 

@@ -248,10 +248,10 @@ class StepTimer:
 def score_rows(pool_ids: list[int], pool: Scored, queued: Ordered, difficulty: np.ndarray,
                stream: np.ndarray) -> list[dict[str, Any]]:
     """One history row per pool task: prediction, pushed score, difficulty, rank, and its queue stream
-    (:func:`pool_streams`; a boolean mask still reads as validation/active)."""
+    (:func:`pool_streams`)."""
     return [
         {"task_id": tid, "predicted": labels, "score": float(s), "uncertainty": float(u), "difficulty": str(d),
-         "rank": int(r), "stream": str(v) if isinstance(v, str) else "validation" if v else "active"}
+         "rank": int(r), "stream": str(v)}
         for tid, labels, s, u, d, r, v in zip(pool_ids, pool.labels, queued.scores, pool.uncertainty, difficulty,
                                                queued.rank, stream, strict=True)
     ]

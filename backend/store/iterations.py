@@ -11,6 +11,7 @@ from sqlalchemy import func, insert, or_, select, update
 
 from backend.config import ProjectPolicy
 from backend.store.base import Database, as_utc
+from backend.store.projects import counted_from, waiting_labels
 from backend.store.schema import Artifact, Event, Iteration, Project, TaskScore, utcnow
 
 #: How a round whose trainer died is marked (the start of its error).
@@ -36,12 +37,8 @@ class IterationStore(Database):
             )
             if queued is not None:
                 return queued
-            if min_labels > 0:
-                start = s.scalar(select(Project.counted_from_event).where(Project.id == project_id)) or 0
-                waiting = s.scalar(select(func.coalesce(func.sum(Event.n_labels), 0))
-                                   .where(Event.project_id == project_id, Event.id > start)) or 0
-                if waiting < min_labels:
-                    return None
+            if min_labels > 0 and (s.scalar(waiting_labels(project_id, counted_from(project_id))) or 0) < min_labels:
+                return None
             last = s.scalar(select(func.max(Iteration.number)).where(Iteration.project_id == project_id)) or 0
             iteration = Iteration(
                 project_id=project_id,
@@ -213,16 +210,18 @@ class IterationStore(Database):
         due: list[int] = []
         cutoff = (now or utcnow()) - timedelta(seconds=grace_seconds)
         with self.session() as s:
-            busy = select(Iteration.id).where(Iteration.project_id == Project.id,
-                                              Iteration.status.in_(("queued", "running"))).exists()
-            rows = s.execute(select(Project.id, Project.policy, Project.counted_from_event).where(~busy)).all()
-            for project_id, policy, start in rows:
-                pending = s.scalar(select(func.coalesce(func.sum(Event.n_labels), 0))
-                                   .where(Event.project_id == project_id, Event.id > (start or 0),
-                                          Event.received_at <= cutoff)) or 0
+            for project_id, policy, start in self._without_rounds(s):
+                pending = s.scalar(waiting_labels(project_id, start or 0).where(Event.received_at <= cutoff)) or 0
                 if pending and pending >= ProjectPolicy.from_stored(policy).retrain_every:
                     due.append(int(project_id))
         return due
+
+    @staticmethod
+    def _without_rounds(s: Any) -> Sequence[Any]:
+        """(id, policy, counted_from_event) of the projects with no round queued or running."""
+        busy = select(Iteration.id).where(Iteration.project_id == Project.id,
+                                          Iteration.status.in_(("queued", "running"))).exists()
+        return s.execute(select(Project.id, Project.policy, Project.counted_from_event).where(~busy)).all()
 
     def labels_received_since(self, project_id: int, since: datetime) -> int:
         """Labels the project's webhooks brought from ``since`` on (how fast the crowd labels, per round)."""
@@ -239,10 +238,7 @@ class IterationStore(Database):
         due: list[int] = []
         now = now or utcnow()
         with self.session() as s:
-            busy = select(Iteration.id).where(Iteration.project_id == Project.id,
-                                              Iteration.status.in_(("queued", "running"))).exists()
-            rows = s.execute(select(Project.id, Project.policy, Project.counted_from_event).where(~busy)).all()
-            for project_id, policy, start in rows:
+            for project_id, policy, start in self._without_rounds(s):
                 quiet = ProjectPolicy.from_stored(policy).idle_train_s
                 if quiet <= 0:
                     continue

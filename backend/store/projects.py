@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select
 
 from backend.config import ProjectPolicy
 from backend.store.base import Database
@@ -15,6 +15,17 @@ from backend.store.schema import Event, Project
 MAX_INT = 2**31 - 1
 #: How much of an event's error message is kept.
 MAX_ERROR_CHARS = 10_000
+
+
+def waiting_labels(project_id: int, start: Any) -> Select[Any]:
+    """The sum of the project's labels in events after event ``start`` (its ``counted_from_event``): what the
+    next round will take. Every count towards a round (webhook settles, the ticker, queueing) is this query."""
+    return select(func.coalesce(func.sum(Event.n_labels), 0)).where(Event.project_id == project_id, Event.id > start)
+
+
+def counted_from(project_id: int) -> Any:
+    """The project's ``counted_from_event`` (0 before any round) as a subquery for :func:`waiting_labels`."""
+    return func.coalesce(select(Project.counted_from_event).where(Project.id == project_id).scalar_subquery(), 0)
 
 
 def storable_text(value: str, max_chars: int) -> str:
@@ -138,20 +149,10 @@ class ProjectStore(Database):
             s.flush()
             return int(event.id)
 
-    def event_uncounted(self, project_id: int, event_id: int) -> bool:
-        """Whether no round has started since event ``event_id`` (its labels still count towards the next)."""
-        with self.session() as s:
-            start = s.scalar(select(Project.counted_from_event).where(Project.id == project_id))
-        return start is not None and event_id > start
-
     def labels_since(self, project_id: int) -> int:
         """Labels that arrived since the last round started (the events after ``counted_from_event``)."""
         with self.session() as s:
-            start = select(Project.counted_from_event).where(Project.id == project_id).scalar_subquery()
-            return int(s.scalar(
-                select(func.coalesce(func.sum(Event.n_labels), 0))
-                .where(Event.project_id == project_id, Event.id > func.coalesce(start, 0))
-            ) or 0)
+            return int(s.scalar(waiting_labels(project_id, counted_from(project_id))) or 0)
 
     def events(self, project_id: int) -> list[Event]:
         with self.session() as s:

@@ -186,7 +186,7 @@ def handle_webhook(svc: Services, record: WebhookRecord, body: dict[str, Any]) -
     # Recorded: answer now; counting the labels and queueing a round happen after (Label Studio waits
     # 1 s for the answer, a storm of webhooks must not queue behind each other's training triggers).
     if action == "START_TRAINING" or n_labels:
-        svc.after_webhook(project_id, start_training=action == "START_TRAINING", event_id=event_id)
+        svc.after_webhook(project_id, start_training=action == "START_TRAINING")
     return {"status": "ok", "action": action, "event": event_id, "labels": n_labels}
 
 

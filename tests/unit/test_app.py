@@ -578,23 +578,23 @@ def test_old_versions_are_pruned_between_rounds_never_during_one(app_env) -> Non
 
 
 def test_webhooks_waiting_to_be_settled_share_one_count(app_env) -> None:
-    """While a project's settle waits its turn, later webhooks join it (newest event, START_TRAINING kept)."""
+    """While a project's settle waits its turn, later webhooks join it (START_TRAINING kept)."""
     import threading
 
     _, services, _ = app_env
     calls: list[tuple[int, bool, int]] = []
-    services.settle_webhook = lambda p, start, event: calls.append((p, start, event))
+    services.settle_webhook = lambda p, start: calls.append((p, start))
     busy = threading.Event()
     services._after_webhooks.submit(busy.wait, 30)  # the settling thread is busy elsewhere
     for event in range(1, 51):
-        services.after_webhook(1, start_training=event == 7, event_id=event)
-    services.after_webhook(2, start_training=False, event_id=51)
+        services.after_webhook(1, start_training=event == 7)
+    services.after_webhook(2, start_training=False)
     busy.set()
     services.wait_settled()
-    assert calls == [(1, True, 50), (2, False, 51)]
-    services.after_webhook(1, start_training=False, event_id=52)  # settled: the next one is settled anew
+    assert calls == [(1, True), (2, False)]
+    services.after_webhook(1, start_training=False)  # settled: the next one is settled anew
     services.wait_settled()
-    assert calls[-1] == (1, False, 52)
+    assert calls == [(1, True), (2, False), (1, False)]
 
 
 def test_label_studio_serves_the_new_order_once_the_queue_head_is_in(app_env) -> None:

@@ -69,7 +69,6 @@ def test_webhooks_during_an_outage_are_acknowledged_kept_and_replayed(app_env, m
     assert [e.task_id for e in events] == [100, 101, 102]
     # The third label reached retrain_every=3 on replay and queued a round, as it would have live
     # (right after the replayed webhook's answer, on the settling thread).
-    # (A settle that checked just before that round started may queue a follow-up: still "labels".)
     services.wait_settled()
     triggers = [it.trigger for it in services.store.iterations(1)]
     assert triggers and set(triggers) == {"labels"}
