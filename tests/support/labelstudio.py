@@ -269,8 +269,9 @@ class LabelStudioServer:
             str(port),
             "--username",
             self.username,
-            "--password",
-            self.password,
+            # One argument with "=": a generated password starting with "-" (token_urlsafe's alphabet has it,
+            # 1 start in 64) would otherwise read as an option, and Label Studio would refuse to start.
+            f"--password={self.password}",
             "--user-token",
             self.token,
             "--enable-legacy-api-token",
