@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, func, insert, select
 
 from backend.config import ProjectPolicy
 from backend.store.base import Database
@@ -103,8 +103,8 @@ class ProjectStore(Database):
             return list(s.scalars(select(Project).order_by(Project.id)))
 
     def serving_state(self, project_id: int) -> ServingState | None:
-        with self.session() as s:
-            row = s.execute(
+        with self.autocommit() as conn:  # one statement: no transaction around it (see autocommit)
+            row = conn.execute(
                 select(Project.label_config, Project.current_version, Project.current_iteration_id, Project.policy)
                 .where(Project.id == project_id)
             ).first()
@@ -135,19 +135,17 @@ class ProjectStore(Database):
         of webhooks every request used to queue for that row's lock.
         """
         action_chars = Event.__table__.c.action.type.length
-        with self.session() as s:
-            event = Event(
-                project_id=project_id,
-                action=storable_text(action, action_chars) or "(none)",
-                annotation_id=storable_id(annotation_id),
-                task_id=storable_id(task_id),
-                n_labels=n_labels,
-                payload=payload,
-                error=storable_text(error, MAX_ERROR_CHARS) if error is not None else None,
-            )
-            s.add(event)
-            s.flush()
-            return int(event.id)
+        row = {
+            "project_id": project_id,
+            "action": storable_text(action, action_chars) or "(none)",
+            "annotation_id": storable_id(annotation_id),
+            "task_id": storable_id(task_id),
+            "n_labels": n_labels,
+            "payload": payload,
+            "error": storable_text(error, MAX_ERROR_CHARS) if error is not None else None,
+        }
+        with self.autocommit() as conn:  # one INSERT, committed on its own: the ack's only write
+            return int(conn.execute(insert(Event).values(**row).returning(Event.id)).scalar_one())
 
     def labels_since(self, project_id: int) -> int:
         """Labels that arrived since the last round started (the events after ``counted_from_event``)."""

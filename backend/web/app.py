@@ -39,6 +39,7 @@ def create_app(settings: Settings | None = None, *, start_jobs: bool = True, mig
     store = Store(settings.resolved_database_url)
     if migrate:
         store.upgrade()
+    store.warm()
     services = Services(settings, store)
     if start_jobs:
         services.jobs.start_ticker(settings.tick_seconds, services.tick)

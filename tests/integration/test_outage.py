@@ -88,3 +88,32 @@ def test_webhooks_during_a_database_outage_are_journaled_and_replayed(backend_se
     journal = Path(server.env["MODEL_DIR"]) / "journal"
     wait_for(lambda: not [p for p in journal.iterdir() if p.stat().st_size] if journal.is_dir() else True, 30,
              "the journal to empty")
+
+
+def test_pooled_connections_idle_across_a_restart_are_replaced_unseen(private_postgres) -> None:
+    """The pool pings only a connection that sat idle (not every checkout): one left idle while the database
+    restarted is found dead and replaced before the caller sees it."""
+    from sqlalchemy import event, text
+
+    from backend.store.base import PING_AFTER_IDLE_S, make_engine
+
+    directory, url = private_postgres
+    engine = make_engine(url)
+    connects: list[float] = []
+    event.listen(engine, "connect", lambda *_: connects.append(time.monotonic()))
+    try:
+        with engine.connect() as a, engine.connect() as b:  # two pooled connections, then idle
+            a.execute(text("SELECT 1"))
+            b.execute(text("SELECT 1"))
+        assert len(connects) == 2
+        _cluster("pause", directory)
+        _cluster("resume", directory)
+        restarted = time.monotonic()
+        while time.monotonic() - restarted <= PING_AFTER_IDLE_S:  # idle long enough to be checked
+            time.sleep(0.1)
+        for _ in range(3):
+            with engine.connect() as conn:
+                assert conn.execute(text("SELECT 1")).scalar() == 1
+        assert len(connects) >= 3  # the dead connection was replaced with a new one, unseen
+    finally:
+        engine.dispose()
