@@ -41,7 +41,7 @@ from benchmarks import datasets  # noqa: E402
 from tests.support.backend import BackendServer  # noqa: E402
 from tests.support.labelstudio import LabelStudioServer  # noqa: E402
 
-STEPS = ("read", "split", "fit", "evaluate", "score", "order", "stopping", "save", "push")
+STEPS = ("read", "split", "fit", "read_pool", "evaluate", "score", "order", "stopping", "save", "push")
 
 
 def label_config(classes: list[str]) -> str:

@@ -125,14 +125,15 @@ class LabelStudioGateway:
         except Exception as exc:
             raise LabelStudioError(f"reading project {project_id} failed: {exc}") from exc
 
-    def import_predictions(self, project_id: int, predictions: Sequence[dict[str, Any]], batch_size: int) -> int:
+    def import_predictions(self, project_id: int, predictions: Sequence[dict[str, Any]], batch_size: int,
+                           pace: Callable[[], float] = lambda: PUSH_YIELD) -> int:
         """Push predictions ({task, result, score, model_version}) in batches, paced; returns how many.
 
         Label Studio writes each batch in one transaction; on its default SQLite database that holds
         the write lock, and an annotator's submit or "next task" meanwhile fails with "database is
-        locked". So batches stay small, after each one the push pauses for ``PUSH_YIELD`` times as long
-        as the batch took (annotators' writes get in between), and a failed batch is retried with
-        backoff before the round gives up.
+        locked". So batches stay small, after each one the push pauses for ``pace()`` times as long
+        as the batch took (annotators' writes get in between; asked per batch, so a crowd that starts
+        mid-push is paced for), and a failed batch is retried with backoff before the round gives up.
         """
         pushed = 0
         for start in range(0, len(predictions), batch_size):
@@ -142,7 +143,8 @@ class LabelStudioGateway:
                                f"pushing predictions {start}..{start + len(chunk)} to project {project_id}")
             pushed += len(chunk)
             if pushed < len(predictions):
-                time.sleep(PUSH_YIELD * (time.monotonic() - began))
+                took = time.monotonic() - began
+                time.sleep(max(0.0, pace()) * took)
         return pushed
 
     @staticmethod

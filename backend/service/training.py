@@ -12,12 +12,13 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import numpy as np
 
 from backend.config import ProjectPolicy
-from backend.labelstudio.gateway import LabelStudioError, LabelStudioGateway
+from backend.labelstudio.gateway import PUSH_YIELD, LabelStudioError, LabelStudioGateway
 from backend.labelstudio.images import ImageFetcher
 from backend.labelstudio.labelconfig import parse_label_config
 from backend.labelstudio.tasks import (
@@ -29,10 +30,10 @@ from backend.labelstudio.tasks import (
 from backend.labelstudio.tasktypes import TaskType
 from backend.service.control import compare_control
 from backend.service.models import build_estimator, verify_loadable
-from backend.service.reading import read_tasks
+from backend.service.reading import PendingRead
 from backend.store import Store
 from backend.store.artifacts import ModelStore
-from backend.store.schema import Iteration, Project
+from backend.store.schema import Iteration, Project, utcnow
 from model.difficulty import DifficultyThresholds, bucket, bucket_counts, fit_thresholds
 from model.queue import get_queue
 from model.scoring import Ordered, Scored, order, score, score_batches
@@ -47,6 +48,8 @@ SCORE_CHUNK = 1000
 STOP_SAMPLE = 2000
 #: The fewest predictions a round pushes once the project has a serving version (see IterationRunner._head_size).
 PUSH_HEAD_MIN = 100
+#: A label this recent means a crowd is at work: pushes pause between batches for it (see PushPace).
+CROWD_WINDOW = timedelta(seconds=120)
 #: How many versions just past the retention window each round re-checks for predictions to delete.
 PRUNE_LOOKBACK = 15
 
@@ -257,6 +260,25 @@ def score_rows(pool_ids: list[int], pool: Scored, queued: Ordered, difficulty: n
     ]
 
 
+@dataclass
+class PushPace:
+    """How long a push pauses after a batch, as a share of the batch's time: :data:`PUSH_YIELD` while a
+    crowd labels (a label in the last :data:`CROWD_WINDOW`), else none; asked before every pause.
+
+    The pauses let annotators' writes into Label Studio's write lock between batches. With no label for
+    a while nobody is waiting for it, and the pauses were a third of a first round's push.
+    """
+
+    store: Store
+    project_id: int
+    paced: bool = False  # whether any pause was taken (recorded in the round's history)
+
+    def __call__(self) -> float:
+        active = self.store.labels_received_since(self.project_id, utcnow() - CROWD_WINDOW) > 0
+        self.paced |= active
+        return PUSH_YIELD if active else 0.0
+
+
 @dataclass(frozen=True)
 class RoundResult:
     """What a successful round records: iteration fields, the model bytes, and one row per pool task."""
@@ -364,7 +386,8 @@ class IterationRunner:
         return deleted
 
     def _train(self, iteration: Iteration, still_owner: Callable[[], bool]) -> RoundResult:
-        """read -> split -> fit -> evaluate -> score -> order -> stop? -> save -> push/publish; each step timed."""
+        """read (labelled) -> split -> fit (the rest listed meanwhile) -> read_pool -> evaluate -> score -> order
+        -> stop? -> save -> push/publish; each step timed (their sum is the round's time: none overlap)."""
         project = self.store.get_project(iteration.project_id)
         if project is None:
             raise TrainingError(f"project {iteration.project_id} is unknown")
@@ -372,14 +395,20 @@ class IterationRunner:
         spec = parse_label_config(project.label_config or gateway.label_config(project.id))
         load_image = ImageFetcher(gateway.url, gateway.auth_headers) if spec.modality == "image" else None
         policy, steps = project.rules, StepTimer()
-        with steps("read"):
-            read = read_tasks(gateway, self.store, project.id)
-            data = collect(read.tasks, spec)
-        with steps("split"):
-            split = split_inputs(data, spec, load_image, policy.validation_fraction)
-        estimator = build_estimator(policy, spec, random_state=iteration.number)
-        with steps("fit"):
-            estimator.fit(split.train_x, spec.model_targets(split.train_y))
+        with steps("read"):  # the labelled tasks; the rest is listed while the model fits
+            pending = PendingRead(gateway, self.store, project.id)
+            data = collect(pending.labelled, spec)
+        try:
+            with steps("split"):
+                split = split_inputs(data, spec, load_image, policy.validation_fraction)
+            estimator = build_estimator(policy, spec, random_state=iteration.number)
+            with steps("fit"):
+                estimator.fit(split.train_x, spec.model_targets(split.train_y))
+            with steps("read_pool"):  # what is left of the listing once the model is fitted
+                read = pending.finish()
+                data.pool.extend(collect(pending.unlabelled, spec).pool)
+        finally:
+            pending.abandon()
         strategy = get_strategy(policy.strategy)
         metrics: dict[str, Any] = {"skipped": data.skipped, "validation_source": split.validation_source,
                                    "read": read.stats()}
@@ -470,25 +499,27 @@ class IterationRunner:
         prediction carries: the version is then served by labelloop without being set in Label Studio,
         and the history says so. Any other refusal fails the round.
         """
-        began = time.perf_counter()
+        began, pace = time.perf_counter(), PushPace(self.store, project.id)
         head, rest = predictions[: self.push_batch_size], predictions[self.push_batch_size :]
         if head:
-            self._push(gateway, project, head)
+            self._push(gateway, project, head, pace)
         outcome = self._set_version(gateway, project, iteration, bool(head), still_owner)
         # How long into the push annotators started getting this round's order (the rest is pre-labels).
         outcome["order_live_after_s"] = round(time.perf_counter() - began, 4)
         if rest:
             try:
-                self._push(gateway, project, rest)
+                self._push(gateway, project, rest, pace)
             except LabelStudioError as exc:
                 log.warning("project %s: %s is live with its queue's head; the rest of the push failed: %s",
                             project.id, iteration.version, exc)
-                return {**outcome, "pushed": len(head), "push_error": str(exc)}
+                return {**outcome, "pushed": len(head), "push_error": str(exc), "paced": pace.paced}
+        outcome["paced"] = pace.paced
         return {**outcome, "pushed": len(predictions)} if outcome["version_set"] else outcome
 
-    def _push(self, gateway: LabelStudioGateway, project: Project, predictions: list[dict[str, Any]]) -> None:
+    def _push(self, gateway: LabelStudioGateway, project: Project, predictions: list[dict[str, Any]],
+              pace: PushPace) -> None:
         try:
-            gateway.import_predictions(project.id, predictions, self.push_batch_size)
+            gateway.import_predictions(project.id, predictions, self.push_batch_size, pace=pace)
         except LabelStudioError:
             # Perhaps a cached task no longer exists: the next round lists every task afresh.
             self.store.drop_task_cache(project.id)

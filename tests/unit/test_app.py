@@ -67,7 +67,9 @@ class FakeGateway:
     def label_config(self, project_id: int) -> str:
         return CONFIG
 
-    def import_predictions(self, project_id: int, predictions, batch_size: int) -> int:
+    def import_predictions(self, project_id: int, predictions, batch_size: int, pace=None) -> int:
+        if pace is not None and predictions:
+            pace()  # the real gateway asks before each pause between batches
         if self.fail_push:
             raise LabelStudioError("pushing predictions failed: connection refused")
         self.pushed.extend(predictions)
@@ -558,11 +560,11 @@ def test_old_versions_are_pruned_between_rounds_never_during_one(app_env) -> Non
         seen.append([it.status for it in services.store.iterations(project_id)])
         return real_delete(project_id, version)
 
-    def push(project_id: int, predictions, batch_size: int) -> int:
+    def push(project_id: int, predictions, batch_size: int, pace=None) -> int:
         if predictions[0]["model_version"] == "it-2":  # hold round 2 while round 3 is queued behind it
             in_push.set()
             assert release.wait(30)
-        return real_push(project_id, predictions, batch_size)
+        return real_push(project_id, predictions, batch_size, pace)
 
     gateway.delete_version, gateway.import_predictions = delete, push
     client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 1}})
@@ -606,11 +608,11 @@ def test_label_studio_serves_the_new_order_once_the_queue_head_is_in(app_env) ->
     fail_rest = [False]
     real_push, real_publish = gateway.import_predictions, gateway.publish_version
 
-    def push(project_id: int, predictions, batch_size: int) -> int:
+    def push(project_id: int, predictions, batch_size: int, pace=None) -> int:
         calls.append(("push", len(predictions)))
         if fail_rest[0] and len(calls) > 1:
             raise LabelStudioError("pushing predictions failed: database is locked")
-        return real_push(project_id, predictions, batch_size)
+        return real_push(project_id, predictions, batch_size, pace)
 
     def publish(project_id: int, version: str, uncertainty_sampling: bool) -> None:
         calls.append(("publish", 0))
@@ -661,12 +663,14 @@ def test_a_round_pushes_what_annotators_can_reach_before_the_next(app_env) -> No
     client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 1}})
     first = wait_for_iteration(services, 1, 1)
     assert first.status == "succeeded" and first.metrics["label_studio"]["pushed"] == 300  # no pace known yet
+    assert first.metrics["label_studio"]["paced"] is False  # nobody labelling: no pauses between batches
     for task in gateway.tasks[24:27]:  # the crowd labels 3 tasks: the next round reaches the head's floor
         task["annotations"] = [{"id": task["id"] * 10, "result": [
             {"from_name": "sentiment", "to_name": "text", "type": "choices", "value": {"choices": ["pos"]}}]}]
         client.post("/webhook", json=annotation_event(task["id"], "pos"))
     second = wait_for_iteration(services, 1, 2)
     assert second.status == "succeeded" and second.metrics["label_studio"]["pushed"] == 100
+    assert second.metrics["label_studio"]["paced"] is True  # the crowd at work gets its pauses
     for _ in range(30):  # a fast crowd: 30 labels in the cycle -> 4 x 30 (recorded as the route would, no trigger)
         services.store.record_event(1, "ANNOTATION_CREATED", n_labels=1)
     client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 1}})

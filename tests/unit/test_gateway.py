@@ -39,3 +39,18 @@ def test_a_batch_that_keeps_failing_names_the_step(monkeypatch) -> None:
     monkeypatch.setattr(gw.time, "sleep", lambda s: None)
     with pytest.raises(gw.LabelStudioError, match=r"pushing predictions 0\.\.10 to project 1 failed after 4 attempts"):
         gateway_with(FlakyProjects(failures=99)).import_predictions(1, [{"task": i} for i in range(10)], 100)
+
+
+def test_the_pause_after_each_batch_is_asked_for_before_each_pause(monkeypatch) -> None:
+    sleeps: list[float] = []
+    monkeypatch.setattr(gw.time, "sleep", sleeps.append)
+    paces = iter([0.0, gw.PUSH_YIELD])
+    asked: list[int] = []
+
+    def pace() -> float:
+        asked.append(1)
+        return next(paces)
+
+    gateway_with(FlakyProjects(failures=0)).import_predictions(1, [{"task": i} for i in range(250)], 100, pace=pace)
+    assert len(asked) == 2  # after the first and second batch, not after the last
+    assert sleeps[0] == 0.0 and sleeps[1] >= 0.0  # no crowd: no pause; then a crowd: a pause of its share

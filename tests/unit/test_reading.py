@@ -130,3 +130,45 @@ def test_a_failing_read_fails_the_read(store: Store) -> None:
 def test_the_stamp_margin_reads_back_five_seconds_in_label_studio_filter_form() -> None:
     assert _before("2026-12-01T10:01:03.123456Z") == "2026-12-01T10:00:58.123Z"
     assert _before("not a time") == "1970-01-01T00:00:00.000Z"
+
+
+def test_the_labelled_tasks_come_first_and_the_listing_runs_meanwhile(store: Store) -> None:
+    """The round fits on the labelled tasks while Label Studio is still listing the rest."""
+    import threading
+
+    from backend.service.reading import PendingRead
+
+    ls = LabelStudioLike(30)
+    ls.label(3, "a")
+    listing_started, go_on = threading.Event(), threading.Event()
+    real_list = ls.list_tasks
+
+    def slow_list(project_id: int, updated_after: str | None = None):
+        listing_started.set()
+        assert go_on.wait(10)
+        yield from real_list(project_id, updated_after)
+
+    ls.list_tasks = slow_list
+    pending = PendingRead(ls, store, 1)
+    assert [t["id"] for t in pending.labelled] == [3]  # here while the listing still waits
+    assert listing_started.wait(10)
+    ls.label(4, "b")  # labelled after the export: listed without its label, so in this round's pool
+    go_on.set()
+    read = pending.finish()
+    assert read.mode == "full" and read.labelled == 1 and len(read.tasks) == 30
+    assert by_id(read.tasks)[4]["annotations"] == [] and {t["id"] for t in pending.unlabelled} == set(range(1, 31)) - {3}
+
+
+def test_a_listing_that_fails_fails_the_read_when_the_round_needs_it(store: Store) -> None:
+    from backend.service.reading import PendingRead
+
+    ls = LabelStudioLike(5)
+
+    def broken(project_id: int, updated_after: str | None = None):
+        raise LabelStudioError("reading tasks of project 1 (page 1) failed after 3 attempts: 500")
+        yield  # a generator, like the gateway's
+
+    ls.list_tasks = broken
+    pending = PendingRead(ls, store, 1)
+    with pytest.raises(LabelStudioError, match="page 1"):
+        pending.finish()

@@ -197,7 +197,8 @@ def test_only_the_head_of_the_queue_is_pushed_and_predict_serves_the_rest(shared
     assert [p["task"] for p in gateway.pushed] == [r.task_id for r in rows[:4]]  # served first = pushed
     pushed = it.metrics["label_studio"]
     assert pushed.pop("order_live_after_s") >= 0
-    assert pushed == {"pushed": 4, "version_set": True, "served_by_predict": 6, "head": 4}
+    assert pushed == {"pushed": 4, "version_set": True, "served_by_predict": 6, "head": 4,
+                      "paced": False}
     rest = [t for t in gateway.tasks if t["id"] in {r.task_id for r in rows[4:]}]
     body = client.post("/predict", json={"project": "1.1", "tasks": rest}).get_json()
     assert [r["score"] for r in body["results"]] == [next(x.score for x in rows if x.task_id == t["id"]) for t in rest]
