@@ -60,11 +60,13 @@ PING_AFTER_IDLE_S = 1.0
 def ping_when_idle(engine: Engine, idle_s: float) -> None:
     """Ping a pooled connection before use only when it sat idle for more than ``idle_s`` seconds.
 
-    Why not ``pool_pre_ping``: it costs a round trip on every checkout, which was 15-20 ms of the
-    webhook ack's p99 under a storm on PostgreSQL, where a connection is reused within milliseconds.
-    A connection that went unused for a while is the one a database restart or an idle timeout may
-    have killed, so that is the one pinged; a dead one is replaced before the caller sees it
-    (``DisconnectionError`` makes the pool retry with a fresh connection). A connection that dies
+    Why not ``pool_pre_ping``: it costs a round trip on every checkout, and under a webhook storm on a
+    small machine every round trip waits for the database process to be scheduled, while the
+    connection was in use milliseconds before. A connection that went unused for a while is the one a
+    database restart or an idle timeout may have killed, so that is the one pinged (the pool hands out
+    the most recently used connection first, so idle ones stay idle and are the ones checked); a dead
+    one is replaced before the caller sees it (``DisconnectionError`` makes the pool retry with a fresh
+    connection). A connection that dies
     while in use raises a disconnect error once, and SQLAlchemy then invalidates the whole pool;
     the webhook route journals what it was given meanwhile.
     """
