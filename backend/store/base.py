@@ -66,9 +66,8 @@ def ping_when_idle(engine: Engine, idle_s: float) -> None:
     database restart or an idle timeout may have killed, so that is the one pinged (the pool hands out
     the most recently used connection first, so idle ones stay idle and are the ones checked); a dead
     one is replaced before the caller sees it (``DisconnectionError`` makes the pool retry with a fresh
-    connection). A connection that dies
-    while in use raises a disconnect error once, and SQLAlchemy then invalidates the whole pool;
-    the webhook route journals what it was given meanwhile.
+    connection). A connection that dies while in use raises a disconnect error once, and SQLAlchemy
+    then invalidates the whole pool; the webhook route journals what it was given meanwhile.
     """
 
     @event.listens_for(engine, "checkin")
