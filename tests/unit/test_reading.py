@@ -156,7 +156,8 @@ def test_the_labelled_tasks_come_first_and_the_listing_runs_meanwhile(store: Sto
     go_on.set()
     read = pending.finish()
     assert read.mode == "full" and read.labelled == 1 and len(read.tasks) == 30
-    assert by_id(read.tasks)[4]["annotations"] == [] and {t["id"] for t in pending.unlabelled} == set(range(1, 31)) - {3}
+    assert by_id(read.tasks)[4]["annotations"] == []
+    assert {t["id"] for t in pending.unlabelled} == set(range(1, 31)) - {3}
 
 
 def test_a_listing_that_fails_fails_the_read_when_the_round_needs_it(store: Store) -> None:
