@@ -687,6 +687,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--retrain-every", type=int, default=10, help="LABELLOOP_RETRAIN_EVERY")
     parser.add_argument("--idle-train", type=int, default=10,
                         help="LABELLOOP_IDLE_TRAIN: seconds without a label before waiting labels are trained on")
+    parser.add_argument("--strategy", default=None,
+                        help="LABELLOOP_STRATEGY for both arms (default: the server's own default)")
     parser.add_argument("--control-fraction", type=float, default=0.0,
                         help="LABELLOOP_CONTROL_FRACTION: each round's own active-vs-random comparison (0 = off)")
     parser.add_argument("--settle-timeout", type=float, default=900.0,
@@ -738,6 +740,8 @@ def main(argv: list[str] | None = None) -> None:
                     "MODEL_DIR": str(work / "models"), "LABELLOOP_RETRAIN_EVERY": str(args.retrain_every),
                     "LABELLOOP_IDLE_TRAIN": str(args.idle_train),
                     "LABELLOOP_CONTROL_FRACTION": str(args.control_fraction)})
+        if args.strategy:
+            env["LABELLOOP_STRATEGY"] = args.strategy
         with BackendServer(env, log_path=work / "backend.log", workers=2) as backend:
             log(f"labelloop on {backend.url} (pid {backend.pid}, log {backend.log_path})")
             print(ROW_HEAD, flush=True)
@@ -777,7 +781,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"logs: {work}/label-studio.log, {work}/backend.log")
     wall = time.monotonic() - started
     print(f"\nwall time {wall / 60:.1f} min ({len(runs)} data set x seed runs, pace {args.pace}/s per arm, "
-          f"pool {args.pool}, test {args.test}, retrain every {args.retrain_every}; labelloop at {version})")
+          f"pool {args.pool}, test {args.test}, retrain every {args.retrain_every}, "
+          f"strategy {args.strategy or 'default'}; labelloop at {version})")
     if args.json:
         config = {**{k: v for k, v in vars(args).items() if k != "json"}, "code": version}
         args.json.write_text(json.dumps({"config": config, "wall_seconds": wall, "rows": rows, "summary": summary,
