@@ -205,3 +205,35 @@ def test_no_optimiser_step_on_a_tiny_trailing_batch(digits, n, monkeypatch):
     ChoiceClassifier(modality="image", classes=DIGIT_CLASSES, model="mlp", epochs=1).fit(images[:n], labels[:n])
     assert sizes and sum(sizes) % n == 0  # whole epochs: every row used equally often
     assert min(sizes) >= 128 // 2
+
+
+def test_row_adam_is_sparse_adams_update_on_the_touched_rows():
+    """RowAdam must train w0 exactly as torch's SparseAdam did: same moments, bias correction, lazy rows."""
+    import scipy.sparse as sp
+
+    from model.torch_mlp import RowAdam, _gathered_input, _hidden, _sparse_input
+
+    rng = np.random.default_rng(0)
+    start = torch.tensor(rng.normal(size=(40, 6)), dtype=torch.float32)
+    b0 = torch.zeros(6)
+    reference = start.clone().requires_grad_()
+    sparse_adam = torch.optim.SparseAdam([reference], lr=0.01)
+    rows = start.clone()
+    row_adam = RowAdam(rows, lr=0.01)
+    for step in range(12):  # each batch touches a few of the first 30 columns; the last 10 never
+        batch = sp.random(5, 30, density=0.1, format="csr", random_state=step, dtype=np.float32)
+        batch.resize((5, 40))
+        target = torch.tensor(rng.normal(size=(5, 6)), dtype=torch.float32)
+        sparse_adam.zero_grad()
+        indices, offsets, values = _sparse_input(batch, torch.device("cpu"))
+        pre = torch.nn.functional.embedding_bag(indices, reference, offsets, mode="sum",
+                                                per_sample_weights=values, sparse=True)
+        ((torch.relu(pre + b0) - target) ** 2).sum().backward()
+        sparse_adam.step()
+        x, touched = _gathered_input(batch, torch.device("cpu"))
+        w0 = rows.index_select(0, touched).requires_grad_()
+        ((_hidden(x, w0, b0) - target) ** 2).sum().backward()
+        row_adam.step(touched, w0.grad)
+    untouched = (rows == start).all(dim=1)
+    assert bool(untouched[30:].all()) and not bool(untouched[:30].all())  # rows outside every batch stay
+    torch.testing.assert_close(rows, reference.detach(), rtol=1e-5, atol=1e-6)
