@@ -28,7 +28,13 @@ Design decisions, and why:
   64-bit draw, and an element is kept when its byte is below ``round(256 * keep)``: the
   dropout rate is applied at a resolution of 1/256 (0.5 exactly; a requested 0.1 becomes
   26/256 = 0.1016), and activations are rescaled by the rate actually used. This halved the
-  cost of T = 20 passes on 10,000 tasks on the CPU.
+  cost of T = 20 passes on 10,000 tasks on the CPU when each task had its own masks; training
+  still draws one mask element per hidden unit and row.
+* **Consistent masks.** Sample t uses the same dropout mask for every task: T sub-networks,
+  each applied to the whole input ("consistent MC dropout", as BatchBALD uses). A task's T
+  samples are then a function of the task alone, not of which tasks share its request or chunk:
+  /predict gives a task the same BALD score in a batch of 1 or of 1,000, and scores of different
+  tasks compare draws of the same T networks rather than of independent noise.
 * **One intra-op thread on the CPU** by default (see :func:`model.device.cpu_threads`).
 """
 
@@ -252,6 +258,9 @@ def _predict_into(
     csr = features.tocsr() if sp.issparse(features) else None
     generator = torch.Generator(device=device).manual_seed(int(seed))
     chunk = max(1, MC_CHUNK_ELEMENTS // (hidden_size * (n_samples or 1)))
+    masks = None  # (T, 1, H): one mask per sample, shared by every task (module docstring)
+    if n_samples is not None and dropout > 0.0:
+        masks = _dropout_mask((n_samples, 1, hidden_size), dropout, generator, device)
     for start in range(0, n_rows, chunk):
         stop = min(start + chunk, n_rows)
         if csr is not None:
@@ -262,8 +271,8 @@ def _predict_into(
         if n_samples is None:
             out[start:stop] = _activate(hidden @ w1 + b1, multi_label).cpu().numpy()
             continue
-        if dropout > 0.0:
-            masked = _dropout_mask((n_samples, *hidden.shape), dropout, generator, device).mul_(hidden)
+        if masks is not None:
+            masked = masks * hidden
         else:
             masked = hidden.expand(n_samples, *hidden.shape)
         logits = masked @ w1 + b1  # (T, n, K): all T passes in one batched matmul

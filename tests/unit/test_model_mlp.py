@@ -74,6 +74,17 @@ def test_mc_dropout_deterministic_under_seed(digits, digits_mlp):
     assert not np.array_equal(other.predict_proba_samples(images[:25]), again)
 
 
+def test_a_tasks_mc_samples_do_not_depend_on_its_batch(digits, digits_mlp, monkeypatch):
+    # /predict scores a task the same whichever tasks share its request or its memory chunk.
+    import model.torch_mlp as torch_mlp
+
+    images, _ = digits
+    together = digits_mlp.predict_proba_samples(images[:50])
+    np.testing.assert_allclose(digits_mlp.predict_proba_samples(images[10:20]), together[:, 10:20], atol=1e-6)
+    monkeypatch.setattr(torch_mlp, "MC_CHUNK_ELEMENTS", 128 * 20 * 7)  # 7 rows per chunk
+    np.testing.assert_allclose(digits_mlp.predict_proba_samples(images[:50]), together, atol=1e-6)
+
+
 def test_global_torch_rng_untouched(digits):
     images, labels = digits
     state = torch.random.get_rng_state()
