@@ -15,7 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from model.calibration import CALIBRATIONS
-from model.uncertainty import STRATEGIES, get_strategy
+from model.uncertainty import AUTO, STRATEGIES, get_strategy
 
 
 def _choices(field: str) -> list[str]:
@@ -24,7 +24,7 @@ def _choices(field: str) -> list[str]:
         from model.queue import QUEUES
 
         return sorted(QUEUES)
-    return sorted(STRATEGIES) if field == "strategy" else list(CALIBRATIONS)
+    return [AUTO, *sorted(STRATEGIES)] if field == "strategy" else list(CALIBRATIONS)
 
 
 #: Built-in model kinds; "auto" lets the strategy choose (MC-dropout strategies an MLP, committee
@@ -41,8 +41,9 @@ class ProjectPolicy(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    # Uncertainty: how the model's doubt about a task is measured (model/uncertainty.py).
-    strategy: str = "margin"
+    # Uncertainty: how the model's doubt about a task is measured (model/uncertainty.py). "auto": the input's
+    # default (BALD for text, margin for images; backend.service.models.resolve_strategy).
+    strategy: str = AUTO
     # How the scored pool becomes a queue (model/queue.py): greedy, explore, power, cluster.
     queue: str = "cluster"
     # The estimator: a built-in kind, or bring your own: "path/to/file.py:factory" or "package.module:factory"
@@ -111,7 +112,7 @@ class ProjectPolicy(BaseModel):
             raise ValueError(f"unknown model {value!r}; choose one of {list(BUILTIN_MODELS)} or name a factory "
                              "as 'path/to/file.py:function' or 'package.module:function'")
         strategy = info.data.get("strategy")  # validated before this field (declaration order)
-        if value == "logreg" and strategy and get_strategy(strategy).model != "logreg":
+        if value == "logreg" and strategy and strategy != AUTO and get_strategy(strategy).model != "logreg":
             raise ValueError(f"model 'logreg' gives one probability per class; strategy {strategy!r} needs "
                              "sampled probabilities ('mlp' or 'committee', or 'auto')")
         return value

@@ -279,6 +279,22 @@ STRATEGIES: dict[str, type[AcquisitionFunction]] = {
 
 DEFAULT_STRATEGY = "margin"
 
+#: The strategy name that means "the default for this kind of input" (:func:`default_strategy`).
+AUTO = "auto"
+
+
+def default_strategy(modality: str) -> str:
+    """The strategy that served each kind of input best where we measured it, for ``strategy="auto"``.
+
+    Text: BALD (an MLP with Monte-Carlo dropout). On short texts whose classes overlap (docstrings
+    by package) margin and entropy tie random sampling -- they keep asking about generic texts no
+    model can place -- while BALD asks where the model's plausible fits disagree and beat random in
+    10 of 10 seeds; on man pages and gcloud pages it is level with margin. Images and anything else:
+    margin, which beat BALD on digits with a logistic model at a fraction of the cost. The figures and
+    the commands that print them are in the README ("Simulate", "The live loop").
+    """
+    return "bald" if modality == "text" else DEFAULT_STRATEGY
+
 
 def get_strategy(name: str = DEFAULT_STRATEGY) -> AcquisitionFunction:
     """Return a new instance of the acquisition function registered under ``name``."""

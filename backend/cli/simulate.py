@@ -720,6 +720,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     parser.set_defaults(func=command)
 
 
+def _resolve_auto(spec: str, modality: str, model_params: Sequence[tuple[str, Any]]) -> str:
+    """``auto[+QUEUE...]`` becomes the strategy the server would use on this data (resolve_strategy)."""
+    head, sep, rest = spec.partition("+")
+    if head != "auto":
+        return spec
+    from backend.service.models import strategy_for
+
+    model = str(dict(model_params).get("model", "auto"))
+    return strategy_for(head, model, modality) + sep + rest
+
+
 def _plan_from_args(args: argparse.Namespace, settings: Any) -> Plan:
     if args.dataset == "digits":
         data = load_digits_dataset()
@@ -729,7 +740,7 @@ def _plan_from_args(args: argparse.Namespace, settings: Any) -> Plan:
         data = load_data_file(args.data, args.label_config, args.modality, url, key)
     if len(set(data.labels)) < 2:
         raise SimulationInputError(f"{data.name}: needs at least 2 distinct labels, found {sorted(set(data.labels))}")
-    specs = [s.strip() for s in args.strategies.split(",") if s.strip()]
+    specs = [_resolve_auto(s.strip(), data.modality, args.model_param) for s in args.strategies.split(",") if s.strip()]
     if RANDOM not in specs:
         specs.append(RANDOM)
     arms: list[Arm] = []

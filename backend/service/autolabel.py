@@ -26,7 +26,7 @@ from backend.labelstudio.images import ImageFetcher
 from backend.labelstudio.labelconfig import parse_label_config
 from backend.labelstudio.tasks import BadInput, ImageLoader, pick_annotation, task_input
 from backend.labelstudio.tasktypes import TaskType
-from backend.service.models import build_estimator, trusted_types
+from backend.service.models import build_estimator, resolve_strategy, trusted_types
 from backend.service.training import Split, TrainingError, collect, split_inputs
 from backend.store import Store
 from backend.store.artifacts import ModelStore
@@ -116,7 +116,7 @@ def run_autolabel(
                                           listed if request.view is None else None)
     estimator = models.load(project.id, state.version, state.iteration_id,
                             trusted_types(state.model, state.trusted_types))
-    strategy = get_strategy(state.strategy)
+    strategy = get_strategy(resolve_strategy(state.strategy, state.model, spec))
 
     total = len(tasks)
     pushed = already = 0

@@ -24,13 +24,45 @@ from model.custom import (
 )
 from model.estimators import make_estimator
 from model.percontrol import PerControl
-from model.uncertainty import get_strategy
+from model.uncertainty import AUTO, DEFAULT_STRATEGY, default_strategy, get_strategy
 
 
-def build_estimator(policy: ProjectPolicy, spec: TaskType, random_state: int | None = 0) -> Any:
-    """An unfitted estimator for the project (see module docstring)."""
+def resolve_strategy(strategy: str, model: str, spec: TaskType | None) -> str:
+    """The strategy a project's rounds and /predict use: ``strategy`` itself unless it is "auto".
+
+    A project with several controls gets the text default only when every control is text, since
+    one strategy scores all of them. Detection (boxes) has its own scoring and ignores the strategy.
+    """
+    modality = None
+    if spec is not None:
+        controls = spec.controls if isinstance(spec, MultiControlTask) else (spec,)
+        kinds = {"box" if c.kind == "detection" else c.modality for c in controls}
+        modality = kinds.pop() if len(kinds) == 1 else None
+    return strategy_for(strategy, model, modality)
+
+
+def strategy_for(strategy: str, model: str, modality: str | None) -> str:
+    """``strategy``, or for "auto" the input's default (model.uncertainty.default_strategy: BALD for
+    text, margin for images) when labelloop chooses the model too. A model the project named
+    ("logreg", "committee") or brought (a factory, which may not sample), and mixed or unknown
+    input, keep margin, which every classifier can serve."""
+    if strategy != AUTO:
+        return strategy
+    if modality is None or model not in ("auto", "mlp"):
+        return DEFAULT_STRATEGY
+    return default_strategy(modality)
+
+
+def build_estimator(policy: ProjectPolicy, spec: TaskType, random_state: int | None = 0,
+                    strategy: str | None = None) -> Any:
+    """An unfitted estimator for the project (see module docstring).
+
+    ``strategy``: the resolved one (see :func:`resolve_strategy`, the default), passed down so every
+    control of a multi-control project gets the estimator the project's one strategy needs.
+    """
+    strategy = strategy or resolve_strategy(policy.strategy, policy.model, spec)
     if isinstance(spec, MultiControlTask):  # a model per control, each built as for that control alone
-        return PerControl({c.from_name: build_estimator(policy, c, random_state) for c in spec.controls})
+        return PerControl({c.from_name: build_estimator(policy, c, random_state, strategy) for c in spec.controls})
     if spec.kind == "detection":  # boxes: the built-in detector, with the project's detector parameters
         from model.detection.detector import BoxDetector
 
@@ -42,7 +74,7 @@ def build_estimator(policy: ProjectPolicy, spec: TaskType, random_state: int | N
     params: dict[str, Any] = {"calibration": policy.calibration}
     if policy.model != "auto":
         params["model"] = policy.model
-    return make_estimator(policy.strategy, spec.modality, list(spec.labels), spec.multi_label,
+    return make_estimator(strategy, spec.modality, list(spec.labels), spec.multi_label,
                           random_state=random_state, **params)
 
 
@@ -78,7 +110,7 @@ def check_custom_model(policy: ProjectPolicy, allowed: Sequence[str]) -> None:
         raise Forbidden(f"model {policy.model!r} is not one the operator allowed: list it in LABELLOOP_CUSTOM_MODELS "
                         "(or set it as LABELLOOP_MODEL) on the server", field="extra_params.model")
     estimator = make_user_estimator(policy.model)
-    if get_strategy(policy.strategy).input_ndim == 3 and not callable(getattr(estimator, "predict_proba_samples",
-                                                                                None)):
+    sampled = get_strategy(resolve_strategy(policy.strategy, policy.model, None)).input_ndim == 3
+    if sampled and not callable(getattr(estimator, "predict_proba_samples", None)):
         raise FactoryError(f"model {policy.model!r} has no predict_proba_samples, which strategy "
                            f"{policy.strategy!r} needs; choose margin, entropy or least_confidence")

@@ -12,7 +12,7 @@ from typing import Any
 from backend.labelstudio.labelconfig import TaskType, cached_spec
 from backend.labelstudio.tasks import ImageLoader, task_input, task_inputs
 from backend.service.container import Services
-from backend.service.models import trusted_types
+from backend.service.models import resolve_strategy, trusted_types
 from model.scoring import score_batches
 from model.uncertainty import get_strategy
 
@@ -53,7 +53,7 @@ def predict_tasks(services: Services, project_id: int, tasks: list[dict[str, Any
             batches = input_batches(tasks, todo, spec, services.image_loader(project_id), size)
         estimator = services.models.load(project_id, state.version, state.iteration_id,
                                          trusted_types(state.model, state.trusted_types))
-        scored = score_batches(estimator, get_strategy(state.strategy), batches)
+        scored = score_batches(estimator, get_strategy(resolve_strategy(state.strategy, state.model, spec)), batches)
         for i, lab, s in zip(todo, scored.labels, scored.confidence, strict=True):
             results[i] = spec.prediction(lab, s, state.version)
     return [r for r in results if r is not None], state.version

@@ -29,7 +29,7 @@ from backend.labelstudio.tasks import (
 )
 from backend.labelstudio.tasktypes import TaskType
 from backend.service.control import compare_control
-from backend.service.models import build_estimator, verify_loadable
+from backend.service.models import build_estimator, resolve_strategy, verify_loadable
 from backend.service.reading import PendingRead
 from backend.store import Store
 from backend.store.artifacts import ModelStore
@@ -395,13 +395,14 @@ class IterationRunner:
         spec = parse_label_config(project.label_config or gateway.label_config(project.id))
         load_image = ImageFetcher(gateway.url, gateway.auth_headers) if spec.modality == "image" else None
         policy, steps = project.rules, StepTimer()
+        strategy_name = resolve_strategy(policy.strategy, policy.model, spec)
         with steps("read"):  # the labelled tasks; the rest is listed while the model fits
             pending = PendingRead(gateway, self.store, project.id)
             data = collect(pending.labelled, spec)
         try:
             with steps("split"):
                 split = split_inputs(data, spec, load_image, policy.validation_fraction)
-            estimator = build_estimator(policy, spec, random_state=iteration.number)
+            estimator = build_estimator(policy, spec, random_state=iteration.number, strategy=strategy_name)
             with steps("fit"):
                 estimator.fit(split.train_x, spec.model_targets(split.train_y))
             with steps("read_pool"):  # what is left of the listing once the model is fitted
@@ -409,7 +410,7 @@ class IterationRunner:
                 data.pool.extend(collect(pending.unlabelled, spec).pool)
         finally:
             pending.abandon()
-        strategy = get_strategy(policy.strategy)
+        strategy = get_strategy(strategy_name)
         metrics: dict[str, Any] = {"skipped": data.skipped, "validation_source": split.validation_source,
                                    "read": read.stats()}
         if getattr(estimator, "calibration_reason_", None):
@@ -455,7 +456,7 @@ class IterationRunner:
             "n_validation": len(split.val_x),
             "n_pool": len(pool_ids),
             "n_skipped": len(data.skipped),
-            "strategy": policy.strategy,
+            "strategy": strategy_name,
             "queue": policy.queue,
             "accuracy": evaluation.accuracy,
             "macro_f1": evaluation.macro_f1,

@@ -76,7 +76,7 @@ def test_policy_and_schema_change_only_with_proof(open_app) -> None:
     assert resp.status_code == 403 and resp.get_json()["field"] == "extra_params"
     resp = setup(client, token="guess", extra_params={"strategy": "entropy"})
     assert resp.status_code == 403 and resp.get_json()["field"] == "access_token"
-    assert services.store.get_project(7).rules.strategy == "margin"
+    assert services.store.get_project(7).rules.strategy == "auto"
     assert checks == [(LS, "guess", 7)]  # the unknown token was checked with Label Studio, once
     # Label Studio itself sends the stored token: accepted without a round trip.
     assert setup(client, extra_params={"strategy": "entropy"}).status_code == 200

@@ -508,9 +508,12 @@ def test_a_job_that_stopped_reporting_is_shown_stale(app_env) -> None:
 
 def test_a_cold_start_round_serves_representative_tasks_first(app_env) -> None:
     """warmup=50 labels per class: the 24 labels are far below it, so most of the queue's head is the
-    representative order (the kernel's cold start), not the uncertainty order a plain round gives."""
+    representative order (the kernel's cold start), not the uncertainty order a plain round gives.
+    Margin, not the text default BALD: on these 10 pool tasks BALD's uncertainties are all near 0 and its
+    representative order (clusters by uncertainty mass, one task each) coincides with its uncertainty order."""
     client, services, gateway = app_env
-    assert setup_project(client, extra_params={"warmup": 50, "queue": "greedy"}).status_code == 200
+    params = {"warmup": 50, "queue": "greedy", "strategy": "margin"}
+    assert setup_project(client, extra_params=params).status_code == 200
     services.jobs.trigger(1, "START_TRAINING", background=False)
     services.jobs.drain(1)
     (it,) = services.store.iterations(1)
