@@ -18,6 +18,10 @@ threshold::
     threshold = precision_threshold(np.r_[conf_cv, val_conf], np.r_[ok_cv, val_ok], target=0.95)
 
 Cost: ``n_folds`` extra fits (each with its own calibration fits) per training round.
+
+The rows must be scored the way the final model's tasks will be: with a sampled strategy (BALD)
+a task's probabilities are the Monte-Carlo mean of its samples, not ``predict_proba``; pass that
+``strategy`` and the folds are scored through :func:`model.uncertainty.uncertainty_for` as well.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from model.uncertainty import decision_confidence
+from model.uncertainty import AcquisitionFunction, decision_confidence, uncertainty_for
 
 #: Default number of folds: each fold model sees 80 % of the training rows.
 N_FOLDS = 5
@@ -40,6 +44,7 @@ def cross_fitted_confidence(
     y: Sequence[Any],
     n_folds: int = N_FOLDS,
     seed: int | None = 0,
+    strategy: AcquisitionFunction | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Score every row with an estimator fitted on the other folds; return ``(confidence, correct, fold)``.
 
@@ -56,6 +61,7 @@ def cross_fitted_confidence(
     the order of ``X``. Folds are stratified (:func:`fold_assignment`). With fewer than 2 rows no
     row can be scored honestly and all three arrays are empty: the caller then has only its
     validation split. ``n_folds`` is lowered to the number of rows when there are fewer.
+    ``strategy``: score the held-out rows as that strategy's scoring does (see the module docstring).
     """
     if isinstance(n_folds, bool) or not isinstance(n_folds, (int, np.integer)) or n_folds < 2:
         raise ValueError(f"n_folds must be an integer >= 2, got {n_folds!r}")
@@ -71,7 +77,11 @@ def cross_fitted_confidence(
     for k in np.unique(fold):
         held, train = np.flatnonzero(fold == k), np.flatnonzero(fold != k)
         model = make_estimator().fit([X[i] for i in train], [y[i] for i in train])
-        proba = np.asarray(model.predict_proba([X[i] for i in held]), dtype=np.float64)
+        rows = [X[i] for i in held]
+        if strategy is None:
+            proba = np.asarray(model.predict_proba(rows), dtype=np.float64)
+        else:  # the probabilities the strategy's scoring gives (the MC mean for a sampled one)
+            proba = uncertainty_for(model, strategy, rows, multi_label=multi_label)[0]
         confidence[held] = decision_confidence(proba, multi_label=multi_label)
         predicted = _labels(model, proba, multi_label)
         correct[held] = [set(p) == _truth(y[i], multi_label) for p, i in zip(predicted, held, strict=True)]

@@ -223,9 +223,11 @@ def choose_threshold(request: AutolabelRequest, store: Store, project: Project, 
             split = split_inputs(collect(every, spec), spec, load_image, policy.validation_fraction)
         except TrainingError:  # no training labels: the validation rows are all there is
             split = Split()
+        strategy = resolve_strategy(policy.strategy, policy.model, spec)  # rows scored as the tasks will be
         cf_conf, cf_ok, _ = cross_fitted_confidence(
-            lambda: build_estimator(policy, spec, random_state=iteration.number),
-            split.train_x, spec.model_targets(split.train_y), seed=iteration.number)
+            lambda: build_estimator(policy, spec, random_state=iteration.number, strategy=strategy),
+            split.train_x, spec.model_targets(split.train_y), seed=iteration.number,
+            strategy=get_strategy(strategy))
         n_crossfit = len(cf_conf)
         confidence, correct = np.r_[cf_conf, confidence], np.r_[cf_ok, correct]
     chosen = precision_threshold(confidence, correct, request.target_precision,

@@ -72,6 +72,11 @@ def build_estimator(policy: ProjectPolicy, spec: TaskType, random_state: int | N
         return BringYourOwn(factory=policy.model, classes=list(spec.labels), multi_label=spec.multi_label,
                             random_state=random_state)
     params: dict[str, Any] = {"calibration": policy.calibration}
+    if policy.calibration == "auto" and get_strategy(strategy).input_ndim == 3:
+        # A sampled strategy scores tasks (labels, confidence, auto-labelling) by the mean of the raw samples,
+        # which no calibrator touches (ChoiceClassifier.predict_proba_samples): fitting one would cost the
+        # round three more fits of the network for nothing. An explicit calibration is still fitted.
+        params["calibration"] = "none"
     if policy.model != "auto":
         params["model"] = policy.model
     return make_estimator(strategy, spec.modality, list(spec.labels), spec.multi_label,

@@ -81,3 +81,11 @@ def test_simulate_default_runs_the_servers_strategy_for_the_data(tmp_path, capsy
                  "--no-progress"])
     assert code == 0, capsys.readouterr().err
     assert list(json.loads(out.read_text())["strategies"]) == ["margin+greedy", "random"]
+
+
+def test_a_sampled_strategy_fits_no_calibrator_unless_one_is_asked_for() -> None:
+    """BALD's scores are the raw samples' mean: an "auto" calibrator would be three network fits never read."""
+    assert build_estimator(ProjectPolicy(), parse_label_config(TEXT)).get_params()["calibration"] == "none"
+    assert build_estimator(ProjectPolicy(), parse_label_config(IMAGE)).get_params()["calibration"] == "auto"
+    explicit = ProjectPolicy(calibration="temperature")
+    assert build_estimator(explicit, parse_label_config(TEXT)).get_params()["calibration"] == "temperature"

@@ -124,3 +124,27 @@ def test_validation():
             cross_fitted_confidence(lambda: Memoriser(["a", "b"]), X, y, n_folds=bad)
     with pytest.raises(ValueError, match="lengths"):
         cross_fitted_confidence(lambda: Memoriser(["a", "b"]), X, y[:-1])
+
+
+class Sampler(Memoriser):
+    """predict_proba says class "a" for sure; its Monte-Carlo samples average to "b" at 0.7."""
+
+    def predict_proba(self, X: list[str]) -> np.ndarray:
+        return np.tile([1.0, 0.0], (len(X), 1))
+
+    def predict_proba_samples(self, X: list[str]) -> np.ndarray:
+        return np.stack([np.tile([0.2, 0.8], (len(X), 1)), np.tile([0.4, 0.6], (len(X), 1))])
+
+
+def test_a_sampled_strategy_scores_the_folds_by_the_sample_mean_as_tasks_are_scored():
+    """With BALD, tasks get the MC mean's label and confidence: the certifying rows must be scored alike."""
+    from model.uncertainty import get_strategy
+
+    X, y = ["p", "q", "r", "s"], ["b", "b", "a", "b"]
+    plain, plain_ok, _ = cross_fitted_confidence(lambda: Sampler(["a", "b"]), X, y, n_folds=2)
+    np.testing.assert_allclose(plain, 1.0)
+    np.testing.assert_array_equal(plain_ok, np.asarray(y) == "a")
+    sampled, sampled_ok, _ = cross_fitted_confidence(lambda: Sampler(["a", "b"]), X, y, n_folds=2,
+                                                     strategy=get_strategy("bald"))
+    np.testing.assert_allclose(sampled, decision_confidence(np.array([[0.3, 0.7]])).item())
+    np.testing.assert_array_equal(sampled_ok, np.asarray(y) == "b")
