@@ -2,7 +2,8 @@
 
 A labelling project replayed per (data set, seed, label budget B): B tasks drawn at random are
 labelled; as on the server, 20 % of them form the validation split and the model (the project's
-default: ``make_estimator("margin", ...)`` with ``calibration="auto"``) trains on the rest. The
+default: strategy "auto", i.e. BALD's MLP for text and margin's logistic model for digits, with
+``calibration="auto"``) trains on the rest, and tasks are scored as the server scores them. The
 threshold is picked from labelled rows only, by one of these rules:
 
 ``point``         the lowest threshold whose validation rows *measure* the target (the old default);
@@ -46,7 +47,7 @@ import numpy as np
 from model.crossfit import cross_fitted_confidence
 from model.estimators import make_estimator
 from model.thresholds import precision_threshold
-from model.uncertainty import decision_confidence
+from model.uncertainty import decision_confidence, get_strategy, uncertainty_for
 
 #: Threshold rules: (rule, start) of model.thresholds.precision_threshold and whether cross-fitted rows join.
 RULES: dict[str, tuple[str, str, bool]] = {
@@ -79,12 +80,16 @@ def load(name: str) -> tuple[list[Any], list[str], str]:
 
 
 def run_one(name: str, seed: int, budgets: Sequence[int], targets: Sequence[float], rules: Sequence[str],
-            calibration: str) -> list[dict[str, Any]]:
+            calibration: str, strategy_spec: str = "auto") -> list[dict[str, Any]]:
     """Every (budget, rule, target) outcome of one data set and seed (run in a worker process)."""
     from threadpoolctl import threadpool_limits
 
+    from backend.service.models import calibration_for, strategy_for
+
     with threadpool_limits(1):  # one process per core: BLAS threads would only fight over them
         inputs, labels, modality = load(name)
+        strategy = strategy_for(strategy_spec, "auto", modality)  # the server's choice for this input
+        acquisition = get_strategy(strategy)
         classes = sorted(set(labels))
         truth = np.asarray(labels)
         out = []
@@ -96,15 +101,16 @@ def run_one(name: str, seed: int, budgets: Sequence[int], targets: Sequence[floa
             pool = np.setdiff1d(np.arange(len(labels)), labelled)
 
             def make(seed: int = seed) -> Any:
-                return make_estimator("margin", modality, classes, False, random_state=seed, calibration=calibration)
+                return make_estimator(strategy, modality, classes, False, random_state=seed,
+                                      calibration=calibration_for(calibration, strategy))
 
             model = make().fit([inputs[i] for i in train], list(truth[train]))
-            val_conf, val_ok = _scored(model, inputs, truth, val)
-            pool_conf, pool_ok = _scored(model, inputs, truth, pool)
+            val_conf, val_ok = _scored(model, acquisition, inputs, truth, val)
+            pool_conf, pool_ok = _scored(model, acquisition, inputs, truth, pool)
             cf_conf, cf_ok = np.zeros(0), np.zeros(0, dtype=bool)
             if any(RULES[r][2] for r in rules):
                 cf_conf, cf_ok, _ = cross_fitted_confidence(make, [inputs[i] for i in train], list(truth[train]),
-                                                            n_folds=N_FOLDS, seed=seed)
+                                                            n_folds=N_FOLDS, seed=seed, strategy=acquisition)
             for rule_name in rules:
                 rule, start, with_cf = RULES[rule_name]
                 conf = np.r_[cf_conf, val_conf] if with_cf else val_conf
@@ -119,9 +125,10 @@ def run_one(name: str, seed: int, budgets: Sequence[int], targets: Sequence[floa
         return out
 
 
-def _scored(model: Any, inputs: Sequence[Any], truth: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(decision confidence, correct) of ``model`` on ``rows``."""
-    proba = model.predict_proba([inputs[i] for i in rows])
+def _scored(model: Any, acquisition: Any, inputs: Sequence[Any], truth: np.ndarray,
+            rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(decision confidence, correct) of ``model`` on ``rows``, scored as the server scores tasks."""
+    proba = uncertainty_for(model, acquisition, [inputs[i] for i in rows])[0]
     return decision_confidence(proba), model.classes_[proba.argmax(axis=1)] == truth[rows]
 
 
@@ -163,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--targets", default="0.9,0.95")
     parser.add_argument("--rules", default=DEFAULT_RULES, help=f"comma-separated, of {', '.join(RULES)}")
     parser.add_argument("--calibration", default="auto", help="ChoiceClassifier calibration (server default: auto)")
+    parser.add_argument("--strategy", default="auto", help="the project's strategy (server default: auto)")
     parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), help="worker processes")
     args = parser.parse_args(argv)
     names = args.data.split(",")
@@ -177,13 +185,15 @@ def main(argv: list[str] | None = None) -> int:
     jobs = [(name, seed) for name in names for seed in range(args.seeds)]
     results: list[dict[str, Any]] = []
     with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-        futures = [pool.submit(run_one, name, seed, budgets, targets, rules, args.calibration) for name, seed in jobs]
+        futures = [pool.submit(run_one, name, seed, budgets, targets, rules, args.calibration, args.strategy)
+                   for name, seed in jobs]
         for done, future in enumerate(futures, 1):
             results.extend(future.result())
             print(f"  {done}/{len(jobs)} runs done ({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
 
     print(f"auto-labelling precision on unlabelled tasks: {args.seeds} seeds per (data set, budget); "
-          f"{VALIDATION_FRACTION:.0%} of the labels validate, the rest train (calibration={args.calibration})")
+          f"{VALIDATION_FRACTION:.0%} of the labels validate, the rest train "
+          f"(strategy={args.strategy}, calibration={args.calibration})")
     order = [(n, b, r, t) for n in names for b in budgets for r in rules for t in targets]
     print("\n".join(summarise(results, order)))
     print("acc: the model's accuracy on the unlabelled tasks; rows: labelled rows the threshold was chosen on "

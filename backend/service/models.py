@@ -53,6 +53,16 @@ def strategy_for(strategy: str, model: str, modality: str | None) -> str:
     return default_strategy(modality)
 
 
+def calibration_for(calibration: str, strategy: str) -> str:
+    """The calibration to fit: "none" for "auto" under a sampled strategy, else as asked.
+
+    A sampled strategy scores tasks (labels, confidence, auto-labelling) by the mean of the raw samples,
+    which no calibrator touches (ChoiceClassifier.predict_proba_samples): fitting one would cost a round
+    three more fits of the network for nothing. An explicit calibration is still fitted.
+    """
+    return "none" if calibration == "auto" and get_strategy(strategy).input_ndim == 3 else calibration
+
+
 def build_estimator(policy: ProjectPolicy, spec: TaskType, random_state: int | None = 0,
                     strategy: str | None = None) -> Any:
     """An unfitted estimator for the project (see module docstring).
@@ -71,12 +81,7 @@ def build_estimator(policy: ProjectPolicy, spec: TaskType, random_state: int | N
     if is_factory_spec(policy.model):
         return BringYourOwn(factory=policy.model, classes=list(spec.labels), multi_label=spec.multi_label,
                             random_state=random_state)
-    params: dict[str, Any] = {"calibration": policy.calibration}
-    if policy.calibration == "auto" and get_strategy(strategy).input_ndim == 3:
-        # A sampled strategy scores tasks (labels, confidence, auto-labelling) by the mean of the raw samples,
-        # which no calibrator touches (ChoiceClassifier.predict_proba_samples): fitting one would cost the
-        # round three more fits of the network for nothing. An explicit calibration is still fitted.
-        params["calibration"] = "none"
+    params: dict[str, Any] = {"calibration": calibration_for(policy.calibration, strategy)}
     if policy.model != "auto":
         params["model"] = policy.model
     return make_estimator(strategy, spec.modality, list(spec.labels), spec.multi_label,
