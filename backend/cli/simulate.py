@@ -29,7 +29,8 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".ti
 
 EPILOG = """\
 strategy specs (comma-separated in --strategies; `random` is always added as the control arm):
-  margin                  acquisition function `margin`, queue from --queue (default greedy)
+  auto                    the server's default for the data: bald on text, margin on images
+  margin                  acquisition function `margin`, queue from --queue (default: the server's, cluster)
   margin+cluster          margin, ordered by the `cluster` queue (k-means round-robin)
   margin+cluster:warmup=3 cold start: typical tasks of distinct clusters first while there are
                           fewer than 3 labels per class, handing over to the queue as labels grow
