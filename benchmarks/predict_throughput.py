@@ -28,6 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from backend.labelstudio.labelconfig import parse_label_config  # noqa: E402
+from backend.service.models import resolve_strategy  # noqa: E402
 from backend.store import Store  # noqa: E402
 from model import persistence  # noqa: E402
 from model.scoring import score  # noqa: E402
@@ -103,7 +104,7 @@ def http_throughput(url: str, project_id: int, items: list[tuple[int, str]], bat
 def raw_throughput(estimator, texts: list[str], batch: int, min_seconds: float) -> float:
     """The same work /predict does per batch, minus HTTP/JSON: probabilities, labels, uncertainty."""
     spec = parse_label_config(CONFIG)
-    strategy = get_strategy("margin")
+    strategy = get_strategy(resolve_strategy("auto", "auto", spec))  # what the server scores with (BALD on text)
     batches = [texts[s : s + batch] for s in range(0, len(texts) - batch + 1, batch)]
     done, start, i = 0, time.perf_counter(), 0
     while time.perf_counter() - start < min_seconds or i < 3:
