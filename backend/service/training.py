@@ -44,6 +44,8 @@ from model.uncertainty import AcquisitionFunction, get_strategy
 log = logging.getLogger(__name__)
 
 SCORE_CHUNK = 1000
+#: The seed of every round's model (see IterationRunner._train): the same labels give the same model.
+MODEL_SEED = 0
 #: Unlabelled tasks compared between consecutive iterations for the stopping signal.
 STOP_SAMPLE = 2000
 #: The fewest predictions a round pushes once the project has a serving version (see IterationRunner._head_size).
@@ -402,7 +404,10 @@ class IterationRunner:
         try:
             with steps("split"):
                 split = split_inputs(data, spec, load_image, policy.validation_fraction)
-            estimator = build_estimator(policy, spec, random_state=iteration.number, strategy=strategy_name)
+            # Seeded by the project, not the round: a retrain on unchanged labels gives the same model, so
+            # predictions do not churn and the stopping signal's kappa measures what new labels changed, not
+            # the seed (a network's fit depends on its seed; a logistic model's does not).
+            estimator = build_estimator(policy, spec, random_state=MODEL_SEED, strategy=strategy_name)
             with steps("fit"):
                 estimator.fit(split.train_x, spec.model_targets(split.train_y))
             with steps("read_pool"):  # what is left of the listing once the model is fitted
