@@ -414,18 +414,17 @@ class ChoiceClassifier(ClassifierMixin, BaseEstimator):
         shape = (n_rows, n_classes) if n_samples is None else (n_samples, n_rows, n_classes)
         proba = np.zeros(shape, dtype=np.float64)
         if self.net_ is not None:
-            from model.device import select_device
-            from model.torch_mlp import mlp_proba
+            from model.mlp_inference import mlp_proba_numpy, uses_torch_for_inference
 
-            net = mlp_proba(
-                self.net_,
-                features,
-                multi_label=self.multi_label,
-                device=select_device(),
-                n_samples=n_samples,
-                dropout=self.net_dropout_,
-                seed=self.mc_seed_,
-            )
+            forward = mlp_proba_numpy  # no torch import in a serving worker (model.mlp_inference)
+            kwargs: dict[str, Any] = {}
+            if uses_torch_for_inference():
+                from model.device import select_device
+                from model.torch_mlp import mlp_proba as forward
+
+                kwargs["device"] = select_device()
+            net = forward(self.net_, features, multi_label=self.multi_label, n_samples=n_samples,
+                          dropout=self.net_dropout_, seed=self.mc_seed_, **kwargs)
         if self.multi_label:
             if self.net_ is not None:
                 proba[..., self.label_varies_] = net

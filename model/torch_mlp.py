@@ -50,6 +50,7 @@ import torch
 import torch.nn.functional as F
 
 from model.device import cpu_threads
+from model.mlp_inference import mc_masks
 
 #: Fewest optimiser steps a fit takes whatever ``epochs`` says. A first labelling round has
 #: 10-30 rows, i.e. one mini-batch per epoch: ``epochs`` steps alone would leave the network
@@ -129,11 +130,10 @@ def mlp_proba(
 ) -> np.ndarray:
     """Return float64 probabilities: (N, K) deterministically, or (T, N, K) MC-dropout samples.
 
-    With ``n_samples=None`` dropout is off (the usual weight-scaling approximation of the
-    expected prediction). With ``n_samples=T`` each chunk of tasks runs one batched pass over
-    a ``(T, n, hidden)`` dropout mask; the same ``seed`` and input give identical samples. Masks
-    are drawn in row order, so a task's samples depend on its position in ``features`` too: the
-    same task in another batch gets different (equally distributed) samples.
+    The GPU path of :func:`model.mlp_inference.mlp_proba_numpy` (``LABELLOOP_DEVICE=cuda``), with the
+    same consistent masks. With ``n_samples=None`` dropout is off (the usual weight-scaling
+    approximation of the expected prediction). With ``n_samples=T`` each chunk of tasks runs one
+    batched pass; the same ``seed`` and task give identical samples, whatever its batch.
     Softmax / sigmoid are computed in float64 so that rows sum to 1 to float64 precision.
     """
     if n_samples is not None and (isinstance(n_samples, bool) or n_samples < 1):
@@ -256,11 +256,10 @@ def _predict_into(
     w0, b0, w1, b1 = (torch.from_numpy(weights[k]).to(device) for k in ("w0", "b0", "w1", "b1"))
     n_rows, hidden_size = features.shape[0], w0.shape[1]
     csr = features.tocsr() if sp.issparse(features) else None
-    generator = torch.Generator(device=device).manual_seed(int(seed))
     chunk = max(1, MC_CHUNK_ELEMENTS // (hidden_size * (n_samples or 1)))
-    masks = None  # (T, 1, H): one mask per sample, shared by every task (module docstring)
+    masks = None  # (T, 1, H): one mask per sample, shared by every task; the numpy path's own masks
     if n_samples is not None and dropout > 0.0:
-        masks = _dropout_mask((n_samples, 1, hidden_size), dropout, generator, device)
+        masks = torch.from_numpy(mc_masks(n_samples, hidden_size, dropout, seed)).to(device)
     for start in range(0, n_rows, chunk):
         stop = min(start + chunk, n_rows)
         if csr is not None:

@@ -76,12 +76,12 @@ def test_mc_dropout_deterministic_under_seed(digits, digits_mlp):
 
 def test_a_tasks_mc_samples_do_not_depend_on_its_batch(digits, digits_mlp, monkeypatch):
     # /predict scores a task the same whichever tasks share its request or its memory chunk.
-    import model.torch_mlp as torch_mlp
+    import model.mlp_inference as mlp_inference
 
     images, _ = digits
     together = digits_mlp.predict_proba_samples(images[:50])
     np.testing.assert_allclose(digits_mlp.predict_proba_samples(images[10:20]), together[:, 10:20], atol=1e-6)
-    monkeypatch.setattr(torch_mlp, "MC_CHUNK_ELEMENTS", 128 * 20 * 7)  # 7 rows per chunk
+    monkeypatch.setattr(mlp_inference, "MC_CHUNK_ELEMENTS", 128 * 20 * 7)  # 7 rows per chunk
     np.testing.assert_allclose(digits_mlp.predict_proba_samples(images[:50]), together, atol=1e-6)
 
 
@@ -107,7 +107,7 @@ def test_n_samples_is_read_at_predict_time(text_mlp):
 
 def test_chunking_gives_the_same_samples_shapes(digits, digits_mlp, monkeypatch):
     # Chunks bound memory; the deterministic pass must not depend on the chunk size.
-    import model.torch_mlp as torch_mlp
+    import model.mlp_inference as torch_mlp
 
     images, _ = digits
     full = digits_mlp.predict_proba(images[:50])
@@ -248,3 +248,39 @@ def test_row_adam_is_sparse_adams_update_on_the_touched_rows():
     untouched = (rows == start).all(dim=1)
     assert bool(untouched[30:].all()) and not bool(untouched[:30].all())  # rows outside every batch stay
     torch.testing.assert_close(rows, reference.detach(), rtol=1e-5, atol=1e-6)
+
+
+def test_numpy_inference_is_the_torch_forward(digits, digits_mlp, text_mlp):
+    """Serving scores in numpy (no torch import); the GPU path (torch) must give the same probabilities."""
+    from model.mlp_inference import mlp_proba_numpy
+    from model.torch_mlp import mlp_proba
+
+    images, _ = digits
+    cases = [(digits_mlp, digits_mlp.features_.transform(images[:40])),
+             (text_mlp, text_mlp.features_.transform(TEXTS[:12]))]
+    for model, features in cases:
+        for n_samples in (None, 20):
+            kwargs = {"multi_label": False, "n_samples": n_samples, "dropout": model.net_dropout_,
+                      "seed": model.mc_seed_}
+            np.testing.assert_allclose(mlp_proba_numpy(model.net_, features, **kwargs),
+                                       mlp_proba(model.net_, features, device=torch.device("cpu"), **kwargs),
+                                       rtol=0, atol=1e-5)
+
+
+def test_a_serving_process_scores_an_mlp_without_importing_torch(tmp_path):
+    """torch costs a worker ~180 MB: loading and scoring a saved text MLP must not import it."""
+    import subprocess
+    import sys
+
+    from model import persistence
+
+    clf = ChoiceClassifier(modality="text", classes=CLASSES, model="mlp", epochs=2).fit(TEXTS, LABELS)
+    path = tmp_path / "model.bin"
+    path.write_bytes(persistence.dumps(clf))
+    script = ("import sys; from pathlib import Path; from model import persistence; "
+              f"m = persistence.loads(Path({str(path)!r}).read_bytes()); "
+              "print(m.predict_proba_samples(['a great film']).shape, 'torch' in sys.modules)")
+    env = {k: v for k, v in __import__("os").environ.items() if k != "LABELLOOP_DEVICE"}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True,
+                          cwd=str(__import__("pathlib").Path(__file__).resolve().parents[2]))
+    assert done.stdout.split()[-1] == "False", done.stdout + done.stderr
