@@ -51,8 +51,10 @@ def test_autolabel_report_and_stopping_signal(label_studio, backend_server_facto
     for t in tasks[20:50]:
         ls.annotations.create(id=t.id, result=choice(label_of[t.id]))
 
+    # Margin, not the text default (BALD): the needs-review check below reads each task's probability back
+    # from its pushed score, which only margin's score allows (test_app covers BALD's stable retrains).
     server = backend_server_factory({"LABELLOOP_RETRAIN_EVERY": "1000", "LABELLOOP_STOP_WINDOW": "2",
-                                     "LABELLOOP_KEEP_VERSIONS": "1"})
+                                     "LABELLOOP_KEEP_VERSIONS": "1", "LABELLOOP_STRATEGY": "margin"})
     base = server.url
     assert requests.post(f"{base}/projects/{project.id}/autolabel", json={}, timeout=10).status_code == 404
 

@@ -700,3 +700,23 @@ def test_old_versions_wait_for_a_quiet_moment_while_the_crowd_labels(app_env, mo
     client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 1}})
     assert wait_for_iteration(services, 1, 4).status == "succeeded"
     wait_until(lambda: gateway.deleted == ["it-1", "it-2"], "the backlog pruned in the quiet moment")
+
+
+def test_a_retrain_on_unchanged_labels_gives_the_same_model(app_env) -> None:
+    """The text default (BALD) trains a network: seeded per project, not per round, a second round on the same
+    labels scores every pool task exactly as the first, so predictions do not churn and kappa can reach 1."""
+    client, services, gateway = app_env
+    assert setup_project(client).status_code == 200
+    for number in (1, 2):
+        services.jobs.trigger(1, "START_TRAINING", background=False)
+        services.jobs.drain(1)
+        assert services.store.iterations(1)[number - 1].status == "succeeded"
+    first, second = services.store.iterations(1)
+    assert first.strategy == second.strategy == "bald"
+
+    def uncertainty(number: int) -> dict[int, float]:
+        rows = client.get(f"/projects/1/iterations/{number}/scores").get_json()["scores"]
+        return {r["task_id"]: r["uncertainty"] for r in rows}
+
+    assert uncertainty(1) == uncertainty(2) and len(uncertainty(1)) > 0
+    assert second.kappa == 1.0
