@@ -49,6 +49,7 @@ import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 
+from model import mlp_inference
 from model.device import cpu_threads
 from model.mlp_inference import mc_masks
 
@@ -56,12 +57,6 @@ from model.mlp_inference import mc_masks
 #: 10-30 rows, i.e. one mini-batch per epoch: ``epochs`` steps alone would leave the network
 #: close to its random initialisation.
 MIN_STEPS = 150
-
-#: Upper bound on the float32 elements of the ``(T, n, hidden)`` dropout tensor per chunk of
-#: tasks during MC inference (2**20 floats = 4 MiB). Larger inputs are processed in chunks;
-#: measured on the CPU, chunks of 2**18-2**22 elements were equally fast and 2**24 was 1.6x
-#: slower (fresh 64 MiB buffers per chunk mean page faults, not arithmetic).
-MC_CHUNK_ELEMENTS = 2**20
 
 
 #: First-layer initialisation scale relative to He initialisation (see :func:`_init_weights`).
@@ -256,7 +251,7 @@ def _predict_into(
     w0, b0, w1, b1 = (torch.from_numpy(weights[k]).to(device) for k in ("w0", "b0", "w1", "b1"))
     n_rows, hidden_size = features.shape[0], w0.shape[1]
     csr = features.tocsr() if sp.issparse(features) else None
-    chunk = max(1, MC_CHUNK_ELEMENTS // (hidden_size * (n_samples or 1)))
+    chunk = max(1, mlp_inference.MC_CHUNK_ELEMENTS // (hidden_size * (n_samples or 1)))
     masks = None  # (T, 1, H): one mask per sample, shared by every task; the numpy path's own masks
     if n_samples is not None and dropout > 0.0:
         masks = torch.from_numpy(mc_masks(n_samples, hidden_size, dropout, seed)).to(device)

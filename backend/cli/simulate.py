@@ -23,6 +23,7 @@ import numpy as np
 
 from model import simulation
 from model.simulation import RANDOM, Arm
+from model.uncertainty import AUTO
 
 DEFAULT_REPORT_AT = (30, 50, 100, 150, 200, 300, 500)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff")
@@ -724,7 +725,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
 def _resolve_auto(spec: str, modality: str, model_params: Sequence[tuple[str, Any]]) -> str:
     """``auto[+QUEUE...]`` becomes the strategy the server would use on this data (resolve_strategy)."""
     head, sep, rest = spec.partition("+")
-    if head != "auto":
+    if head != AUTO:
         return spec
     from backend.service.models import strategy_for
 

@@ -107,11 +107,11 @@ def test_n_samples_is_read_at_predict_time(text_mlp):
 
 def test_chunking_gives_the_same_samples_shapes(digits, digits_mlp, monkeypatch):
     # Chunks bound memory; the deterministic pass must not depend on the chunk size.
-    import model.mlp_inference as torch_mlp
+    import model.mlp_inference as mlp_inference
 
     images, _ = digits
     full = digits_mlp.predict_proba(images[:50])
-    monkeypatch.setattr(torch_mlp, "MC_CHUNK_ELEMENTS", 128 * 20 * 7)  # 7 rows per chunk
+    monkeypatch.setattr(mlp_inference, "MC_CHUNK_ELEMENTS", 128 * 20 * 7)  # 7 rows per chunk
     np.testing.assert_allclose(digits_mlp.predict_proba(images[:50]), full, rtol=0, atol=1e-6)
     assert digits_mlp.predict_proba_samples(images[:50]).shape == (20, 50, 10)
 
