@@ -158,9 +158,11 @@ class Settings(BaseModel):
     lease_seconds: int = 120
     # How often each serving worker looks for due timers and orphaned queued iterations.
     tick_seconds: float = 5.0
-    # Predictions pushed to Label Studio per API call: small, so one write transaction in Label Studio (its
-    # SQLite database locks for the whole batch) never holds annotators' submits for long.
-    push_batch_size: int = Field(default=100, ge=1)
+    # Predictions pushed to Label Studio per API call. Label Studio 1.23 recounts every task of the project
+    # after each call (1.65 s on 12,000 tasks, 0.17 s on 1,200, whatever the batch holds; ~1 ms a prediction
+    # on top), in write transactions of 1,000 tasks each: one call for the whole head costs the least time
+    # and the fewest write locks annotators wait behind (benchmarks/push_cost.py measures it).
+    push_batch_size: int = Field(default=500, ge=1)
     # Predictions pushed per round: the head of the queue, what annotators reach before the next round (0 =
     # every pool task). Tasks past it get their prediction from /predict when opened, from the round's rows.
     push_limit: int = Field(default=500, ge=0)

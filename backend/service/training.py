@@ -306,9 +306,10 @@ class IterationRunner:
         self.models = models
         self.gateway_for = gateway_for
         self.push_batch_size = push_batch_size
-        # Only the head of the queue is pushed (0 = the whole pool): Label Studio imports ~50-60 predictions
-        # a second, so a 10,000-task pool would take minutes; the rest is answered by /predict (from this
-        # round's stored rows) when an annotator opens the task.
+        # Only the head of the queue is pushed (0 = the whole pool): Label Studio writes ~1,000 predictions
+        # a second and recounts the whole project after every call, so a 10,000-task pool would cost tens
+        # of seconds of its write lock; the rest is answered by /predict (from this round's stored rows)
+        # when an annotator opens the task.
         self.push_limit = push_limit
         # Versions this process already pruned: each DELETE takes Label Studio's write lock, even for a
         # version with nothing left, so none is sent twice (another process may send one more, harmlessly).
