@@ -42,8 +42,6 @@ from typing import Any, ClassVar
 
 import numpy as np
 import scipy.sparse as sp
-from sklearn.cluster import KMeans
-from sklearn.decomposition import PCA, TruncatedSVD
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.preprocessing import normalize
 from sklearn.utils import check_random_state
@@ -298,6 +296,8 @@ def _reduce(x: Any, max_dim: int, rng: np.random.RandomState) -> Any:
     similarity, as tf-idf is meant to be compared), ``PCA`` for dense input; only when both the
     width and the row count exceed ``max_dim``.
     """
+    from sklearn.decomposition import PCA, TruncatedSVD  # training only: kept out of serving workers
+
     sparse = sp.issparse(x)
     if x.shape[1] > max_dim and x.shape[0] > max_dim:
         if sparse:
@@ -307,7 +307,11 @@ def _reduce(x: Any, max_dim: int, rng: np.random.RandomState) -> Any:
     return normalize(x) if sparse else x
 
 
-def _kmeans(x: Any, k: int, rng: np.random.RandomState) -> KMeans:
+def _kmeans(x: Any, k: int, rng: np.random.RandomState) -> Any:
+    """A fitted ``KMeans``. Imported here: scikit-learn's clustering (~6 MB) is needed only by a round,
+    and a worker that only serves never loads it."""
+    from sklearn.cluster import KMeans
+
     with warnings.catch_warnings():
         # Fewer distinct rows than clusters: k-means warns and leaves clusters empty, which
         # the round-robins simply skip.

@@ -7,6 +7,7 @@ import argparse
 import gc
 import json
 import logging
+import multiprocessing
 import sys
 from typing import Any
 
@@ -17,8 +18,10 @@ from backend.store import Store
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     from gunicorn.app.base import BaseApplication
 
-    # Migrate once, in the master, before any worker opens the database.
-    Store(settings.resolved_database_url).upgrade()
+    # Migrate once, before any worker opens the database.
+    if not _upgrade_apart(settings.resolved_database_url):
+        print("labelloop: migrating the database failed (the error is above); not serving", file=sys.stderr)
+        return 1
 
     class LabelloopGunicorn(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:
@@ -57,6 +60,23 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
     LabelloopGunicorn().run()
     return 0
+
+
+def _upgrade(url: str) -> None:
+    Store(url).upgrade()
+
+
+def _upgrade_apart(url: str) -> bool:
+    """Migrate in a child forked for it; whether it succeeded.
+
+    Why a child: every gunicorn worker is forked from this process and starts out holding what it
+    imported. Alembic (its templates, lexers and dialect modules, ~10 MB) is needed once, here, and
+    never by a worker; migrating in a child keeps it out of the master and so out of every worker.
+    """
+    child = multiprocessing.get_context("fork").Process(target=_upgrade, args=(url,), name="labelloop-migrate")
+    child.start()
+    child.join()
+    return child.exitcode == 0
 
 
 def _train(args: argparse.Namespace, settings: Settings) -> int:

@@ -9,8 +9,6 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
@@ -97,7 +95,14 @@ class Database:
 
     # -- schema -------------------------------------------------------------------------------
     def upgrade(self) -> None:
-        """Apply Alembic migrations up to head (idempotent)."""
+        """Apply Alembic migrations up to head (idempotent).
+
+        Alembic is imported here, not with the module: with its templates and lexers it is ~10 MB that
+        a serving worker, which never migrates, would otherwise hold (see the CLI's ``serve``).
+        """
+        from alembic import command
+        from alembic.config import Config
+
         cfg = Config()
         cfg.set_main_option("script_location", str(MIGRATIONS))
         with self.engine.begin() as conn:
