@@ -21,6 +21,7 @@ from backend.labelstudio.images import ImageFetcher
 from backend.service.access import Forbidden, same_secret
 from backend.service.autolabel import AutolabelRequest, run_autolabel
 from backend.service.journal import WebhookJournal
+from backend.service.poolcache import PoolAnswers
 from backend.service.scheduling import RecordedJobs, TrainingJobs
 from backend.service.training import IterationRunner
 from backend.store import Store
@@ -49,6 +50,7 @@ class Services:
         # Image fetches (SSRF guard, deadline, byte and pixel caps) follow these settings process-wide.
         images.configure(images.ImagePolicy.from_settings(settings))
         self.models = ModelStore(store, settings.model_dir)
+        self.pool_answers = PoolAnswers(store.all_scored_tasks)
         self._gateways: dict[tuple[str, str], LabelStudioGateway] = {}
         # Late-bound so tests (and future plug-ins) can swap how a project reaches Label Studio.
         runner = IterationRunner(store, self.models, lambda p: self.gateway_for(p), settings.push_batch_size,

@@ -43,7 +43,7 @@ def predict_tasks(services: Services, project_id: int, tasks: list[dict[str, Any
             task_inputs(tasks, spec, None)
         return [], UNTRAINED
     results: list[dict[str, Any] | None] = [None] * len(tasks)
-    todo = _answer_from_round(services, state.iteration_id, state.version, spec, tasks, results)
+    todo = _answer_from_round(services, project_id, state.iteration_id, state.version, spec, tasks, results)
     if todo:
         size = services.settings.predict_batch_size
         if spec.modality == "text":  # check every task before scoring any (text is cheap to read)
@@ -59,19 +59,19 @@ def predict_tasks(services: Services, project_id: int, tasks: list[dict[str, Any
     return [r for r in results if r is not None], state.version
 
 
-def _answer_from_round(services: Services, iteration_id: int, version: str, spec: TaskType,
+def _answer_from_round(services: Services, project_id: int, iteration_id: int, version: str, spec: TaskType,
                        tasks: list[dict[str, Any]], results: list[dict[str, Any] | None]) -> list[int]:
     """Fill ``results`` for the tasks the serving round already scored; returns the indices left to compute.
 
     A pool task gets exactly what its round pushed to Label Studio (prediction and queue score), from
-    the serving iteration's own rows: never another version's, and no model pass for it.
+    the serving iteration's own rows (held in this worker's memory, see poolcache.py): never another
+    version's, and no model pass for it.
     """
-    ids = {i: t.get("id") for i, t in enumerate(tasks)}
-    wanted = [v for v in ids.values() if isinstance(v, int) and not isinstance(v, bool) and 0 < v < 2**31]
-    known = services.store.scored_tasks(iteration_id, wanted) if wanted else {}
+    known = services.pool_answers.rows(project_id, iteration_id)
     todo = []
-    for i, task_id in ids.items():
-        hit = known.get(task_id) if isinstance(task_id, int) else None
+    for i, task in enumerate(tasks):
+        task_id = task.get("id")
+        hit = known.get(task_id) if type(task_id) is int else None  # not a bool, a float or a string id
         if hit is None:
             todo.append(i)
         else:

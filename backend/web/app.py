@@ -21,6 +21,7 @@ from backend.service.access import Forbidden
 from backend.service.container import OPERATOR_HEADER, Services
 from backend.store import Store
 from backend.web import history, protocol
+from backend.web.jsonio import FastJSONProvider
 from backend.web.params import TooLarge
 
 log = logging.getLogger("labelloop")
@@ -45,6 +46,7 @@ def create_app(settings: Settings | None = None, *, start_jobs: bool = True, mig
         services.jobs.start_ticker(settings.tick_seconds, services.tick)
 
     app = Flask("labelloop")
+    app.json = FastJSONProvider(app)
     app.config["JSON_SORT_KEYS"] = False
     # Werkzeug refuses a longer body (413) as soon as a route reads it, before it is in memory.
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes

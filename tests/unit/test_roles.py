@@ -163,6 +163,14 @@ def test_predict_answers_pool_tasks_from_the_serving_round_and_computes_the_rest
     setup_project(client)
     start_training(client, server)
     worker.tick(background=False)
+    # The server answers from it-1's rows now (and holds them in memory: backend/service/poolcache.py) ...
+    (first,) = server.store.iterations(1)
+    pool = [t for t in gateway.tasks if not t["annotations"]]
+    body = client.post("/predict", json={"project": "1.1", "tasks": pool}).get_json()
+    assert body["model_version"] == "it-1"
+    assert [r["score"] for r in body["results"]] == [r.score for r in sorted(
+        server.store.task_scores(first.id), key=lambda r: [t["id"] for t in pool].index(r.task_id))]
+    # ... and after the next round it must answer with it-2's, never the it-1 rows it holds.
     for task in gateway.tasks[24:34]:  # ten more labels: the second round's model and queue differ
         task["annotations"] = [{"id": task["id"] * 10, "result": [{"from_name": "sentiment", "to_name": "text",
                                 "type": "choices", "value": {"choices": ["pos" if task["id"] % 2 == 0 else "neg"]}}]}]
