@@ -39,6 +39,7 @@ from model.committee import (
     logistic_head_proba,
 )
 from model.features import drop_empty_text_blocks, make_image_features, make_text_features
+from model.textfast import transform_text
 from model.uncertainty import get_strategy
 
 MODALITIES = ("text", "image")
@@ -354,7 +355,7 @@ class ChoiceClassifier(ClassifierMixin, BaseEstimator):
         """
         check_is_fitted(self, "classes_")
         self._check_inputs(X)
-        return _as_float64(self.features_.transform(X))
+        return _as_float64(transform_text(self.features_, X))
 
     def predict_labels(self, X: Sequence[Any], threshold: float = 0.5) -> list[list[str]]:
         """Return label names per row: ``[argmax]`` (single-label) or all with p >= threshold."""
@@ -386,7 +387,8 @@ class ChoiceClassifier(ClassifierMixin, BaseEstimator):
         if len(X) == 0:
             return None
         self._check_inputs(X)
-        return _as_float64(self.features_.transform(X))
+        # The text union's transform, the same matrix in about half the time (model/textfast.py).
+        return _as_float64(transform_text(self.features_, X))
 
     def _n_samples(self) -> int:
         if self.kind_ == "committee":
