@@ -68,7 +68,8 @@ def mlp_proba_numpy(
     shape = (n_rows, w1.shape[1]) if n_samples is None else (n_samples, n_rows, w1.shape[1])
     out = np.zeros(shape, dtype=np.float64)
     masks = mc_masks(n_samples, hidden_size, dropout, seed) if n_samples is not None and dropout > 0.0 else None
-    csr = features.tocsr() if sp.issparse(features) else None
+    # float32 like the weights: a float64 input would make scipy copy w0 (vocabulary x hidden) to float64 per chunk.
+    csr = features.tocsr().astype(np.float32, copy=False) if sp.issparse(features) else None
     chunk = max(1, MC_CHUNK_ELEMENTS // (hidden_size * (n_samples or 1)))
     for start in range(0, n_rows, chunk):
         stop = min(start + chunk, n_rows)
