@@ -11,6 +11,7 @@ from typing import Any
 
 from backend.labelstudio.labelconfig import TaskType, cached_spec
 from backend.labelstudio.tasks import ImageLoader, task_input, task_inputs
+from backend.memory import release_free_heap
 from backend.service.container import Services
 from backend.service.models import resolve_strategy, trusted_types
 from model.scoring import score_batches
@@ -56,6 +57,8 @@ def predict_tasks(services: Services, project_id: int, tasks: list[dict[str, Any
         scored = score_batches(estimator, get_strategy(resolve_strategy(state.strategy, state.model, spec)), batches)
         for i, lab, s in zip(todo, scored.labels, scored.confidence, strict=True):
             results[i] = spec.prediction(lab, s, state.version)
+        if len(todo) >= size:  # a full batch's features and samples are freed now: hand them back
+            release_free_heap()
     return [r for r in results if r is not None], state.version
 
 

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from backend.memory import release_free_heap
 from backend.store import Store
 from model import persistence
 
@@ -73,6 +74,7 @@ class ModelStore:
             self._cache[key] = estimator
             while len(self._cache) > self.cache_size:
                 self._cache.popitem(last=False)
+        release_free_heap()  # the load's temporaries (file bytes, manifest): 38 MB on a BALD model
         return estimator
 
     def discard(self, project_id: int, version: str) -> None:
