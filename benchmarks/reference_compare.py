@@ -11,7 +11,9 @@ tasks and a ``--pool`` of unlabelled ones, then each backend in turn under gunic
   (timed end to end: read, fit, evaluate, score the pool, push the queue's head to Label Studio).
 * reference: ``gunicorn --preload --timeout 0 _wsgi:app`` in the example's directory, as its Dockerfile starts
   it; one POST /webhook START_TRAINING (its ``fit`` runs inside the request: reads the labelled tasks from
-  Label Studio, fits, pickles; timed until it answers and model.pkl exists).
+  Label Studio, fits, pickles; timed until it answers and model.pkl exists). Its Dockerfile defaults to 1 worker
+  x 8 threads and its docker-compose to LOG_LEVEL=DEBUG (every request body logged); here it gets the same
+  workers x threads as labelloop and LOG_LEVEL=WARNING.
 
 Then, for both, measured the same way after a fresh restart of the server: the first /predict (one task the
 model has not seen: its model load included); /predict of ``--batch`` pool tasks (their real ids, as Label
