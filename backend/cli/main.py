@@ -58,6 +58,14 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
             gc.freeze()
             return app
 
+    # Import the app's modules here, in the master, and build nothing: every worker is forked from this
+    # process and shares these pages copy-on-write instead of importing its own copy. A fresh serving
+    # worker went from 187 to 176 MB resident and from 132 to 68 MB proportional (its own share of
+    # memory). Frozen, the collector in a worker never walks (and so never copies) these objects. The
+    # app itself (engine, pools, threads) is still created in each worker, after the fork (load above).
+    import backend.web.app  # noqa: F401
+
+    gc.freeze()
     LabelloopGunicorn().run()
     return 0
 
