@@ -128,21 +128,35 @@ def _predict_one(session: requests.Session, url: str, project_id: int, item: tup
     return (time.perf_counter() - t0) * 1000
 
 
-def worker_rss_mb(master_pid: int) -> list[float]:
-    """Resident memory of each gunicorn worker (children of the master), from /proc."""
+def worker_pids(master_pid: int) -> list[int]:
+    """The gunicorn workers: children of the master, from /proc."""
     out = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            if int(fields[1]) != master_pid:
-                continue
-            status = (stat.parent / "status").read_text()
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == master_pid:
+                out.append(int(stat.parent.name))
         except (OSError, IndexError, ValueError):
             continue
-        rss = next((line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:")), None)
-        if rss:
-            out.append(int(rss) / 1024)
-    return sorted(out)
+    return out
+
+
+def _memory_mb(pid: int, path: str, field: str) -> float | None:
+    try:
+        text = Path(f"/proc/{pid}/{path}").read_text()
+    except OSError:
+        return None
+    value = next((line.split()[1] for line in text.splitlines() if line.startswith(field)), None)
+    return int(value) / 1024 if value else None
+
+
+def worker_rss_mb(master_pid: int) -> list[float]:
+    """Resident memory of each gunicorn worker (pages shared with the master and siblings included)."""
+    return sorted(m for m in (_memory_mb(p, "status", "VmRSS:") for p in worker_pids(master_pid)) if m is not None)
+
+
+def worker_pss_mb(master_pid: int) -> list[float]:
+    """Proportional set size of each worker: its private pages plus its share of the shared ones."""
+    return sorted(m for m in (_memory_mb(p, "smaps_rollup", "Pss:") for p in worker_pids(master_pid)) if m is not None)
 
 
 def predict_latency(url: str, project_id: int, unseen: list[tuple[int, str]], seconds: float) -> dict:

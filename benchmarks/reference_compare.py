@@ -20,7 +20,9 @@ model has not seen: its model load included); /predict of ``--batch`` pool tasks
 Studio sends them) and of the same texts under ids Label Studio does not have ("unseen": labelloop answers
 pool tasks from its round's rows and computes only unseen ones; the reference computes both), median
 tasks/s of ``--repeats`` requests; /predict of one task, p50/p99 of ``--single`` requests; every gunicorn
-worker's VmRSS afterwards; accuracy of the predicted label on the pool tasks (the data set knows their labels).
+worker's VmRSS and proportional set size (PSS: pages shared with the master and the other
+workers divided among them) afterwards; accuracy of the predicted label on the pool tasks (the data set
+knows their labels).
 Prints one table: reference, labelloop, labelloop / reference. Figures, not assertions.
 
     .venv/bin/python benchmarks/reference_compare.py [--labels 2000] [--pool 2800] [--workers 2] [--threads 4]
@@ -62,7 +64,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks import datasets  # noqa: E402
-from benchmarks.predict_throughput import worker_rss_mb  # noqa: E402
+from benchmarks.predict_throughput import worker_pss_mb, worker_rss_mb  # noqa: E402
 from benchmarks.round_benchmark import label_config, make_project, run_round  # noqa: E402
 from tests.support.backend import BackendServer  # noqa: E402
 from tests.support.labelstudio import LabelStudioServer  # noqa: E402
@@ -194,8 +196,9 @@ def measure_serving(client: Client, master_pid: int, pool: Pool, args: argparse.
         results, _ = client.predict(client.body([(tid, text) for tid, text, _ in chunk]), len(chunk))
         right += sum(predicted_label(r) == label for r, (_, _, label) in zip(results, chunk, strict=True))
     out["accuracy"] = right / len(pool)
-    rss = worker_rss_mb(master_pid)
+    rss, pss = worker_rss_mb(master_pid), worker_pss_mb(master_pid)
     out["rss_max_mb"], out["rss_sum_mb"], out["workers_seen"] = max(rss), sum(rss), len(rss)
+    out["pss_max_mb"] = max(pss) if pss else float("nan")
     return out
 
 
@@ -268,6 +271,7 @@ ROWS: list[tuple[str, str, Callable[[float], str]]] = [
     ("single_unseen_p99_ms", "/predict 1 unseen task, p99 ms", lambda v: f"{v:.1f}"),
     ("rss_max_mb", "largest worker VmRSS, MB", lambda v: f"{v:.0f}"),
     ("rss_sum_mb", "all workers' VmRSS, MB", lambda v: f"{v:.0f}"),
+    ("pss_max_mb", "largest worker PSS (its share of shared pages), MB", lambda v: f"{v:.0f}"),
     ("accuracy", "accuracy on the pool tasks", lambda v: f"{v:.3f}"),
 ]
 

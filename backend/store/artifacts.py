@@ -84,14 +84,17 @@ class ModelStore:
         self.path(project_id, version).unlink(missing_ok=True)
 
     def _read(self, project_id: int, version: str, iteration_id: int) -> bytes:
-        record = self.store.artifact(iteration_id)
-        if record is None:
+        digest = self.store.artifact_digest(iteration_id)
+        if digest is None:
             raise FileNotFoundError(f"no artefact stored for project {project_id} version {version}")
         path = self.path(project_id, version)
         if path.exists():
             data = path.read_bytes()
-            if hashlib.sha256(data).hexdigest() == record.sha256:
+            if hashlib.sha256(data).hexdigest() == digest:
                 return data
         # Missing or stale local copy (another machine trained it): refresh the cache from the database.
+        record = self.store.artifact(iteration_id)
+        if record is None:
+            raise FileNotFoundError(f"no artefact stored for project {project_id} version {version}")
         write_atomic(path, record.data)
         return record.data

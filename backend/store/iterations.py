@@ -327,6 +327,11 @@ class IterationStore(Database):
         with self.session() as s:
             return s.get(Artifact, iteration_id)
 
+    def artifact_digest(self, iteration_id: int) -> str | None:
+        """An artefact's sha256 without its bytes: a worker with a good local copy never reads the blob."""
+        with self.session() as s:
+            return s.scalar(select(Artifact.sha256).where(Artifact.iteration_id == iteration_id))
+
     def versions(self, project_id: int | None = None) -> list[str]:
         with self.session() as s:
             query = select(Iteration.version).where(Iteration.status == "succeeded").order_by(Iteration.id)

@@ -519,7 +519,8 @@ def test_garbage_bytes_raise_value_error():
 def test_model_store_round_trip_and_old_skops_records(tmp_path):
     clf = ChoiceClassifier(classes=["pos", "neg", "meh"]).fit(TEXTS, SINGLE)
     records = {}
-    store = SimpleNamespace(artifact=lambda iteration_id: records.get(iteration_id))
+    store = SimpleNamespace(artifact=lambda iteration_id: records.get(iteration_id),
+                            artifact_digest=lambda iteration_id: getattr(records.get(iteration_id), "sha256", None))
 
     def record(data: bytes) -> SimpleNamespace:
         return SimpleNamespace(data=data, sha256=hashlib.sha256(data).hexdigest())
@@ -535,3 +536,19 @@ def test_model_store_round_trip_and_old_skops_records(tmp_path):
     again = ModelStore(store, tmp_path).load(1, "it-0", 2)
     np.testing.assert_array_equal(again.predict_proba(TEXTS), clf.predict_proba(TEXTS))
     assert models.path(1, "it-0").read_bytes() == records[2].data  # cached locally, as before
+
+
+def test_a_good_local_copy_is_loaded_without_reading_the_blob(tmp_path):
+    # The database's bytes are read only when the local copy is missing or stale (checked by digest).
+    clf = ChoiceClassifier(classes=["pos", "neg", "meh"]).fit(TEXTS, SINGLE)
+    blob_reads = []
+    models = ModelStore(SimpleNamespace(), tmp_path)
+    data, _ = models.save(1, "it-1", clf)
+    digest = hashlib.sha256(data).hexdigest()
+    models.store = SimpleNamespace(artifact=lambda i: blob_reads.append(i) or SimpleNamespace(data=data, sha256=digest),
+                                   artifact_digest=lambda i: digest)
+    np.testing.assert_array_equal(models.load(1, "it-1", 1).predict_proba(TEXTS), clf.predict_proba(TEXTS))
+    assert blob_reads == []
+    models.path(1, "it-2").write_bytes(b"stale")  # a stale copy: the blob is read and the copy replaced
+    ModelStore(models.store, tmp_path).load(1, "it-2", 2)
+    assert blob_reads == [2] and models.path(1, "it-2").read_bytes() == data
