@@ -387,7 +387,7 @@ class ChoiceClassifier(ClassifierMixin, BaseEstimator):
         if len(X) == 0:
             return None
         self._check_inputs(X)
-        # The text union's transform, the same matrix in about half the time (model/textfast.py).
+        # The text union's transform, the same matrix in two thirds of the time (model/textfast.py).
         return _as_float64(transform_text(self.features_, X))
 
     def _n_samples(self) -> int:

@@ -1,4 +1,4 @@
-"""A fitted text feature union's ``transform``, the same matrix in about half the time.
+"""A fitted text feature union's ``transform``, the same matrix in two thirds of the time.
 
 Why: scoring a task the round did not score is mostly turning its text into tf-idf features, and
 scikit-learn's ``CountVectorizer`` counts n-grams in a Python loop that looks each one up in the
@@ -7,7 +7,8 @@ many of its word bigrams are not). Here every n-gram is looked up by ``map`` ove
 ``vocabulary.get`` (in C) and numpy counts the (document, column) pairs in one sort; character
 trigrams inside word boundaries (``char_wb``) are cut from the whole text by ``zip``. Everything after the
 counts is scikit-learn's own arithmetic in its own order (sublinear tf, idf, L2 norm), so the
-result equals ``union.transform(X)`` exactly; a unit test checks that on random texts.
+result equals ``union.transform(X)`` exactly; a unit test checks that on random texts. Measured on
+1,000 docstrings (the default union, idle machine): 70 ms against scikit-learn's 103 ms.
 
 Only what this module knows is taken over: a ``FeatureUnion`` of fitted ``TfidfVectorizer`` blocks
 (or dropped ones) with no weights and no custom analyzer, tokenizer or preprocessor. Anything else
