@@ -31,19 +31,18 @@ from sklearn.preprocessing import normalize
 
 def transform_text(features: Any, X: Sequence[Any]) -> Any:
     """``features.transform(X)``, through :func:`tfidf_transform` when ``features`` is a union it covers."""
-    if not _covered(features):
+    blocks = _covered_blocks(features)
+    if not blocks:  # not a union this module covers, or nothing kept: scikit-learn's own transform
         return features.transform(X)
-    blocks = [tfidf_transform(v, X) for _, v in features.transformer_list if v != "drop"]
-    if not blocks:
-        return features.transform(X)  # nothing kept: let scikit-learn say what it says
-    return sp.hstack(blocks).tocsr()
+    return sp.hstack([tfidf_transform(v, X) for v in blocks]).tocsr()
 
 
-def _covered(features: Any) -> bool:
+def _covered_blocks(features: Any) -> list[TfidfVectorizer]:
+    """The kept blocks of an unweighted union of plain, fitted ``TfidfVectorizer`` s; [] for anything else."""
     if type(features) is not FeatureUnion or features.transformer_weights:
-        return False
+        return []
     blocks = [v for _, v in features.transformer_list if not (isinstance(v, str) and v == "drop")]
-    return all(type(v) is TfidfVectorizer and _plain(v) for v in blocks)
+    return blocks if all(type(v) is TfidfVectorizer and _plain(v) for v in blocks) else []
 
 
 def _plain(v: TfidfVectorizer) -> bool:

@@ -38,7 +38,3 @@ class PoolAnswers:
                 held = (iteration_id, self._load(iteration_id))
                 self._held[project_id] = held
             return held[1]
-
-    def forget(self, project_id: int) -> None:
-        """Drop a project's rows (its project row is gone)."""
-        self._held.pop(project_id, None)

@@ -84,9 +84,10 @@ class ModelStore:
         self.path(project_id, version).unlink(missing_ok=True)
 
     def _read(self, project_id: int, version: str, iteration_id: int) -> bytes:
+        missing = f"no artefact stored for project {project_id} version {version}"
         digest = self.store.artifact_digest(iteration_id)
         if digest is None:
-            raise FileNotFoundError(f"no artefact stored for project {project_id} version {version}")
+            raise FileNotFoundError(missing)
         path = self.path(project_id, version)
         if path.exists():
             data = path.read_bytes()
@@ -95,6 +96,6 @@ class ModelStore:
         # Missing or stale local copy (another machine trained it): refresh the cache from the database.
         record = self.store.artifact(iteration_id)
         if record is None:
-            raise FileNotFoundError(f"no artefact stored for project {project_id} version {version}")
+            raise FileNotFoundError(missing)
         write_atomic(path, record.data)
         return record.data

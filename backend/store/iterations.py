@@ -390,7 +390,6 @@ class IterationStore(Database):
             return _decoded_scores(s.execute(_SCORED.where(TaskScore.iteration_id == iteration_id)), {})
 
 
-
 #: /predict's read of a round's rows: the prediction as JSON text, decoded by :func:`_decoded_scores`.
 _SCORED = select(TaskScore.task_id, cast(TaskScore.predicted, Text), TaskScore.score)
 
