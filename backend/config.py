@@ -14,17 +14,19 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
+from backend.labelstudio.families import all_strategies, params_family
 from model.calibration import CALIBRATIONS
-from model.uncertainty import AUTO, STRATEGIES, get_strategy
+from model.uncertainty import AUTO, STRATEGIES
 
 
 def _choices(field: str) -> list[str]:
-    """The names a policy field accepts (model.queue is imported late: it pulls in k-means)."""
+    """The names a policy field accepts (model.queue is imported late: it pulls in k-means). Strategies:
+    every label family's (a config's own families check theirs at `/setup`)."""
     if field == "queue":
         from model.queue import QUEUES
 
         return sorted(QUEUES)
-    return [AUTO, *sorted(STRATEGIES)] if field == "strategy" else list(CALIBRATIONS)
+    return all_strategies() if field == "strategy" else list(CALIBRATIONS)
 
 
 #: Built-in model kinds; "auto" lets the strategy choose (MC-dropout strategies an MLP, committee
@@ -41,8 +43,9 @@ class ProjectPolicy(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    # Uncertainty: how the model's doubt about a task is measured (model/uncertainty.py). "auto": the input's
-    # default (BALD for text, margin for images; backend.service.models.resolve_strategy).
+    # Uncertainty: how the model's doubt about a task is measured (model/uncertainty.py, and each label family's
+    # own: backend/labelstudio/families.py). "auto": the family's default for the input (BALD for text classes,
+    # margin for image classes and boxes).
     strategy: str = AUTO
     # How the scored pool becomes a queue (model/queue.py): greedy, explore, power, cluster.
     queue: str = "cluster"
@@ -92,16 +95,14 @@ class ProjectPolicy(BaseModel):
 
     @field_validator("detector")
     @classmethod
-    def _detector_params(cls, value: dict[str, Any]) -> dict[str, Any]:
-        """Only BoxDetector's own parameters (not its classes: those come from the label config)."""
+    def _family_params(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        """Only the family's model's own parameters (not its classes: those come from the label config)."""
         if not value:
-            return value  # nothing to check: torch is not imported for a project that has no detector
-        from model.detection.detector import BoxDetector
-
-        known = set(BoxDetector().get_params()) - {"classes"}
+            return value  # nothing to check: the model is not imported for a project that has none
+        known = params_family(info.field_name or "").param_names()
         unknown = sorted(set(value) - known)
         if unknown:
-            raise ValueError(f"unknown detector parameter(s) {unknown}; choose from {sorted(known)}")
+            raise ValueError(f"unknown {info.field_name} parameter(s) {unknown}; choose from {sorted(known)}")
         return value
 
     @field_validator("model")
@@ -112,7 +113,7 @@ class ProjectPolicy(BaseModel):
             raise ValueError(f"unknown model {value!r}; choose one of {list(BUILTIN_MODELS)} or name a factory "
                              "as 'path/to/file.py:function' or 'package.module:function'")
         strategy = info.data.get("strategy")  # validated before this field (declaration order)
-        if value == "logreg" and strategy and strategy != AUTO and get_strategy(strategy).model != "logreg":
+        if value == "logreg" and strategy in STRATEGIES and STRATEGIES[strategy].model != "logreg":
             raise ValueError(f"model 'logreg' gives one probability per class; strategy {strategy!r} needs "
                              "sampled probabilities ('mlp' or 'committee', or 'auto')")
         return value

@@ -39,6 +39,7 @@ from model.committee import (
     logistic_head_proba,
 )
 from model.features import drop_empty_text_blocks, make_image_features, make_text_features
+from model.scored import labels_from_proba
 from model.textfast import transform_text
 from model.uncertainty import get_strategy
 
@@ -367,8 +368,6 @@ class ChoiceClassifier(ClassifierMixin, BaseEstimator):
         Callers that need both probabilities (for uncertainty) and labels use this to run the
         model once. The mean of :meth:`predict_proba_samples` over axis 0 is accepted too.
         """
-        from model.scoring import labels_from_proba  # the kernel's rule; imported late (it pulls in the queues)
-
         check_is_fitted(self, "classes_")
         return labels_from_proba(self.classes_, proba, bool(self.multi_label), threshold)
 

@@ -3,8 +3,9 @@
 A label config with several controls (``<Choices>`` and ``<RectangleLabels>`` over one ``<Image>``)
 asks several questions of each task. Each control gets its own estimator, trained on the tasks whose
 annotation answers that control; the scoring kernel scores every control with its own model and
-joins the answers per task (:func:`model.scoring.score`). Arrays in, arrays out: targets arrive as
-``{control: target or None}`` per task, already in the form each control's estimator takes.
+joins the answers per task (:meth:`PerControl.score_items`, which the kernel calls). Arrays in,
+arrays out: targets arrive as ``{control: target or None}`` per task, already in the form each
+control's estimator takes.
 """
 
 from __future__ import annotations
@@ -12,8 +13,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
+
+from model.scored import Scored
+from model.uncertainty import confidence_score
 
 
 class PerControl(BaseEstimator):
@@ -51,3 +56,25 @@ class PerControl(BaseEstimator):
     def transform(self, X: Sequence[Any]) -> Any:
         """Features for diversity queues: the first fitted control's (they all read the same input)."""
         return self.estimators_[self.controls_[0]].transform(X)
+
+    def score_items(self, strategy: Any, X: Sequence[Any], *, with_features: bool = False) -> Scored:
+        """Per task ``{control: its answer}``, each control scored by its own model (the kernel calls this).
+
+        A task is as uncertain as its most uncertain question, and as sure of being right as its least
+        sure answer.
+        """
+        from model.scoring import score  # the kernel scores each control's own model
+
+        parts = {name: score(self.estimators_[name], strategy, X) for name in self.controls_}
+        n = len(X)
+        if n == 0:
+            return Scored.empty(0, with_features)
+        uncertainty = np.vstack([p.uncertainty for p in parts.values()]).max(axis=0)
+        return Scored(
+            probs=np.hstack([p.probs for p in parts.values()]),
+            labels=[{name: p.labels[i] for name, p in parts.items()} for i in range(n)],
+            uncertainty=uncertainty,
+            confidence=confidence_score(uncertainty),
+            decision=np.vstack([p.decision for p in parts.values()]).min(axis=0),
+            features=self.transform(X) if with_features else None,
+        )

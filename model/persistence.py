@@ -16,6 +16,9 @@ able to run code. Two formats, told apart by the bytes themselves (both are zips
 Every class name is checked against the class it resolves to: the *defining* module of that
 class (``cls.__module__``) must be allowed, not only the dotted path written in the file --
 ``sklearn.datasets._openml.Request`` is a valid path to ``urllib.request.Request``.
+
+Names resolve only among modules already imported: the caller imports the modules whose classes
+its files hold (the backend's registry of label families declares them, ``model_modules``).
 """
 
 from __future__ import annotations
@@ -28,13 +31,6 @@ from typing import Any
 
 from sklearn.base import BaseEstimator
 
-# Imported for their side effect: the classes our blobs contain must be loaded for the
-# allowlist check below, which only resolves names among already imported modules.
-import model.calibration  # noqa: F401  (ProbabilityCalibrator, inside calibrated estimators)
-import model.custom  # noqa: F401  (BringYourOwn, around a user's estimator)
-import model.detection.detector  # noqa: F401  (BoxDetector; imports no torch)
-import model.estimators  # noqa: F401
-import model.features  # noqa: F401
 from model import arrays_io
 from model.arrays_io import UntrustedModelError, class_name
 
@@ -119,7 +115,7 @@ def is_allowed(name: str) -> bool:
       whatever the path resolves to.
     * it is looked up only in modules that are already imported, never imported here: an
       import runs module code chosen by the file's author (``numpy.f2py.__main__`` runs a
-      CLI), and everything our estimators are made of is imported by loading this module.
+      CLI), and the caller imports the modules its estimators come from (see the module docstring).
     """
     if not _under(name, ALLOWED_ROOTS):
         return False

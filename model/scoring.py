@@ -14,12 +14,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from model.percontrol import PerControl
 from model.queue import (
     QueueStrategy,
     blend_orders,
@@ -29,73 +27,27 @@ from model.queue import (
     representative_order,
     scores_for_order,
 )
+from model.scored import Ordered, Scored, labels_from_proba
 from model.uncertainty import AcquisitionFunction, confidence_score, decision_confidence, uncertainty_for
 
-
-@dataclass(frozen=True)
-class Scored:
-    """What one pass of the model over a batch says, per item (all arrays in input order).
-
-    ``confidence`` is ``1 - uncertainty`` (the score Label Studio orders by: lower = served first);
-    ``decision`` is the probability that the predicted label set is right (what auto-labelling
-    thresholds); ``features`` are kept only when a queue asked for them.
-    """
-
-    probs: np.ndarray
-    labels: list[list[str]]
-    uncertainty: np.ndarray
-    confidence: np.ndarray
-    decision: np.ndarray
-    features: Any = None
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def take(self, indices: np.ndarray) -> Scored:
-        """The rows at ``indices`` (in that order)."""
-        idx = np.asarray(indices, dtype=int)
-        features = self.features[idx] if self.features is not None else None
-        return Scored(self.probs[idx], [self.labels[i] for i in idx], self.uncertainty[idx], self.confidence[idx],
-                      self.decision[idx], features)
-
-
-@dataclass(frozen=True)
-class Ordered:
-    """A pool as a queue: ``order`` (pool indices, first served first), each item's 1-based ``rank``,
-    and the ``scores`` to push so that Label Studio's ascending sort reproduces the order."""
-
-    order: np.ndarray
-    rank: np.ndarray
-    scores: np.ndarray
-
-
-def labels_from_proba(classes: Sequence[Any], probs: np.ndarray, multi_label: bool,
-                      threshold: float = 0.5) -> list[list[str]]:
-    """Label names per row: the top class, or every class at or above ``threshold`` when multi-label."""
-    probs = np.asarray(probs, dtype=np.float64)
-    if probs.ndim != 2 or probs.shape[1] != len(classes):
-        raise ValueError(f"expected probabilities of shape (n, {len(classes)}), got {probs.shape}")
-    names = [str(c) for c in classes]
-    if multi_label:
-        return [[names[j] for j in np.flatnonzero(row >= threshold)] for row in probs]
-    return [[names[j]] for j in probs.argmax(axis=1)]
+__all__ = ["Ordered", "Scored", "labels_from_proba", "order", "score", "score_batches"]
 
 
 def score(estimator: Any, strategy: AcquisitionFunction | str, X: Sequence[Any], *,
           multi_label: bool | None = None, with_features: bool = False) -> Scored:
-    """Run the model once over ``X``: probabilities, labels, uncertainty, confidence (and features)."""
-    if _predicts_boxes(estimator):  # a detector: per image its boxes (model.detection.kernel)
-        from model.detection.kernel import score_boxes
+    """Run the model once over ``X``: probabilities, labels, uncertainty, confidence (and features).
 
-        return score_boxes(estimator, strategy, X, with_features=with_features)
-    if isinstance(estimator, PerControl):  # several controls: each scored by its own model, joined per task
-        return _score_per_control(estimator, strategy, X, with_features)
+    An estimator whose answers are not one class distribution per item (a detector's boxes, a tagger's
+    spans, one model per control) scores itself: it has ``score_items(strategy, X, with_features=...)``
+    returning a :class:`Scored`. The kernel knows no label family; the family's estimator does.
+    """
+    score_items = getattr(estimator, "score_items", None)
+    if callable(score_items):
+        return score_items(strategy, X, with_features=with_features)
     if multi_label is None:
         multi_label = bool(getattr(estimator, "multi_label", False))
     if len(X) == 0:
-        width = len(getattr(estimator, "classes_", ()))
-        return Scored(np.zeros((0, width)), [], np.zeros(0), np.zeros(0), np.zeros(0),
-                      None if not with_features else np.zeros((0, 0)))
+        return Scored.empty(len(getattr(estimator, "classes_", ())), with_features)
     probs, uncertainty = uncertainty_for(estimator, strategy, X, multi_label=multi_label)
     return Scored(
         probs=probs,
@@ -181,28 +133,3 @@ def _stack(blocks: list[Any]) -> Any:
     import scipy.sparse as sp
 
     return sp.vstack(blocks).tocsr() if sp.issparse(blocks[0]) else np.vstack(blocks)
-
-
-def _predicts_boxes(estimator: Any) -> bool:
-    """Whether ``estimator`` is a detector (imports nothing heavy: the detector module loads torch lazily)."""
-    from model.detection.detector import BoxDetector
-
-    return isinstance(estimator, BoxDetector)
-
-
-def _score_per_control(estimator: PerControl, strategy: AcquisitionFunction | str, X: Sequence[Any],
-                       with_features: bool) -> Scored:
-    """Per task ``{control: its answer}``; a task is as uncertain as its most uncertain question, and as
-    sure of being right as its least sure answer."""
-    parts = {name: score(estimator.estimators_[name], strategy, X) for name in estimator.controls_}
-    n = len(X)
-    stacked = np.vstack([p.uncertainty for p in parts.values()]) if n else np.zeros((len(parts), 0))
-    uncertainty = stacked.max(axis=0) if len(parts) else np.zeros(n)
-    return Scored(
-        probs=np.hstack([p.probs for p in parts.values()]) if n else np.zeros((0, 0)),
-        labels=[{name: p.labels[i] for name, p in parts.items()} for i in range(n)],
-        uncertainty=uncertainty,
-        confidence=confidence_score(uncertainty),
-        decision=np.vstack([p.decision for p in parts.values()]).min(axis=0) if n else np.zeros(0),
-        features=(estimator.transform(X) if n else np.zeros((0, 0))) if with_features else None,
-    )

@@ -237,6 +237,7 @@ def _looks_like_image(value: str) -> bool:
 def dataset_from_label_studio(name: str, tasks: Sequence[dict[str, Any]], label_config: str | None,
                               modality: str | None, load_image: Callable[[str], np.ndarray]) -> Dataset:
     """A Label Studio JSON export, read with the server's own adapters (labelconfig + tasks + collect)."""
+    from backend.labelstudio.families import family_of
     from backend.labelstudio.labelconfig import parse_label_config
     from backend.labelstudio.tasks import BadInput, task_input
     from backend.service.training import collect
@@ -247,9 +248,10 @@ def dataset_from_label_studio(name: str, tasks: Sequence[dict[str, Any]], label_
             raise SimulationInputError(f"--modality {modality} contradicts the label config ({spec.modality})")
     else:
         spec = infer_choice_spec(tasks, modality)
-    if spec.kind != "classification":
-        raise SimulationInputError(f"`labelloop simulate --data` replays classification exports; for {spec.kind} use "
-                                   "benchmarks/detection_simulate.py (model.detection.simulation)")
+    family = family_of(spec)
+    if family.replay_elsewhere:
+        raise SimulationInputError(f"`labelloop simulate --data` replays classification exports; for {family.name} "
+                                   f"use {family.replay_elsewhere}")
     if spec.multi_label:
         raise SimulationInputError("multi-label Choices (choice=\"multiple\") are not supported by simulate yet")
     data = collect(tasks, spec)

@@ -1,7 +1,7 @@
 """Turn a Label Studio label config (XML) into the task type the model serves.
 
-Each control tag with a registered task type (labelstudio/tasktypes/: `Choices`, `RectangleLabels`) over one
-`Text` or `Image` object is served; anything else is refused up front, at `/setup`, with the tag
+Each control tag with a registered label family (labelstudio/families.py: `Choices`, `RectangleLabels`) over
+an object its task type labels is served; anything else is refused up front, at `/setup`, with the tag
 named, so a user finds out when connecting the backend rather than after the first training round.
 """
 
@@ -12,11 +12,10 @@ from typing import Any
 
 from label_studio_sdk.label_interface import LabelInterface
 
-from backend.labelstudio.tasktypes import TASK_TYPES, MultiControlTask, TaskType, UnsupportedConfig
+from backend.labelstudio.families import TASK_TYPES, supported_text
+from backend.labelstudio.tasktypes import MultiControlTask, TaskType, UnsupportedConfig
 
-SUPPORTED = ("<Choices> (single or choice=\"multiple\") over a <Text> or <Image> object and <RectangleLabels> over "
-             "an <Image>; several such controls on one object get a model each")
-OBJECT_TAGS = ("Text", "Image")
+SUPPORTED = supported_text()
 
 __all__ = ["SUPPORTED", "TaskType", "UnsupportedConfig", "cached_spec", "parse_label_config"]
 
@@ -57,10 +56,11 @@ def _control_spec(interface: LabelInterface, control: Any) -> TaskType:
     if obj is None:
         raise UnsupportedConfig(f"<{control.tag} name=\"{control.name}\"> points at unknown object "
                                 f"{control.to_name[0]!r}")
-    if obj.tag not in OBJECT_TAGS:
+    objects = TASK_TYPES[control.tag].objects
+    if obj.tag not in objects:
         raise UnsupportedConfig(
-            f"unsupported object tag <{obj.tag} name=\"{obj.name}\"> under <{control.tag} name=\"{control.name}\">; "
-            f"labelloop serves {SUPPORTED}"
+            f"unsupported object tag <{obj.tag} name=\"{obj.name}\"> under <{control.tag} name=\"{control.name}\">: "
+            f"it must point at an {' or '.join(f'<{o}>' for o in objects)}; labelloop serves {SUPPORTED}"
         )
     if not obj.value_name:
         raise UnsupportedConfig(f"<{obj.tag} name=\"{obj.name}\"> needs value=\"$field\" naming a task data field")

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from backend.labelstudio.families import family_of
 from backend.labelstudio.gateway import LabelStudioGateway
 from backend.labelstudio.images import ImageFetcher
 from backend.labelstudio.labelconfig import parse_label_config
@@ -116,13 +117,13 @@ def run_autolabel(
                                           listed if request.view is None else None)
     estimator = models.load(project.id, state.version, state.iteration_id,
                             trusted_types(state.model, state.trusted_types))
-    strategy = get_strategy(resolve_strategy(state.strategy, state.model, spec))
+    strategy = resolve_strategy(state.strategy, state.model, spec)
 
     total = len(tasks)
     pushed = already = 0
     failed: list[dict[str, Any]] = []
     confidence_of: dict[int, float] = {}
-    boxes_of: dict[int, list[float]] = {}  # detection: each image's box scores (coverage per box)
+    units_of: dict[int, list[float]] = {}  # boxes, spans: each task's shown scores (coverage per unit)
     report("predicting", 0, total)
     for start in range(0, total, chunk):
         block = tasks[start : start + chunk]
@@ -140,7 +141,7 @@ def run_autolabel(
             for tid, lab, confidence, conf in zip(ids, scored.labels, scored.confidence, scored.decision,
                                                   strict=True):
                 confidence_of[tid] = spec.item_confidence(lab, float(conf))
-                boxes_of[tid] = [float(b.get("score", 1.0)) for b in lab] if spec.kind == "detection" else []
+                units_of[tid] = spec.unit_scores(lab)
                 if tid in has_version:
                     already += 1
                 else:
@@ -171,7 +172,7 @@ def run_autolabel(
         "more_labels_estimate": _more_labels(chosen, n_crossfit, project.rules.validation_fraction),
         "coverage": (len(auto) / len(confidence_of)) if confidence_of else 0.0,
         "coverage_definition": COVERAGE_DEFINITION,
-        **_box_coverage(spec, boxes_of, threshold),
+        **_unit_coverage(spec, units_of, threshold),
         "n_tasks": total,
         "n_predicted": len(confidence_of),
         "n_pushed": pushed,
@@ -214,7 +215,7 @@ def choose_threshold(request: AutolabelRequest, store: Store, project: Project, 
         # more detector fits per run; the validation split's rows are what certifies the threshold.
         confidence = np.asarray(rows.get("score") or [], dtype=float)
         correct = np.asarray(rows.get("correct") or [], dtype=bool)
-    elif request.crossfit and spec.kind == "classification":  # cross-fitting refits class probabilities
+    elif request.crossfit and family_of(spec).crossfit:  # cross-fitting refits class probabilities
         policy = project.rules
         try:
             # Only labelled tasks matter here: the export reads them in a third of the task list's time, and
@@ -235,17 +236,16 @@ def choose_threshold(request: AutolabelRequest, store: Store, project: Project, 
     return chosen, n_crossfit
 
 
-def _box_coverage(spec: TaskType, boxes_of: dict[int, list[float]], threshold: float | None) -> dict[str, Any]:
-    """Detection: the threshold holds per box, so coverage is also reported per box (shown boxes at or above
-    it) next to the per-image coverage (images whose every shown box is)."""
-    if spec.kind != "detection":
+def _unit_coverage(spec: TaskType, units_of: dict[int, list[float]], threshold: float | None) -> dict[str, Any]:
+    """Boxes, spans: the threshold holds per unit, so coverage is also reported per unit (shown units at or
+    above it) next to the per-task coverage (tasks whose every shown unit is)."""
+    unit = spec.coverage_unit
+    if unit is None:
         return {}
-    from backend.labelstudio.tasktypes.rectangles import SHOWN_SCORE
-
-    shown = [s for scores in boxes_of.values() for s in scores if s >= SHOWN_SCORE]
+    shown = [s for scores in units_of.values() for s in scores]
     kept = [s for s in shown if threshold is not None and s >= threshold]
-    return {"threshold_unit": "box", "n_boxes": len(shown),
-            "box_coverage": (len(kept) / len(shown)) if shown else 0.0}
+    return {"threshold_unit": unit, f"n_{unit}s": len(shown),
+            f"{unit}_coverage": (len(kept) / len(shown)) if shown else 0.0}
 
 
 def _more_labels(chosen: ThresholdResult, n_crossfit: int, validation_fraction: float) -> int | None:

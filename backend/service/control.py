@@ -17,10 +17,10 @@ from typing import Any
 import numpy as np
 
 from backend.config import ProjectPolicy
+from backend.labelstudio.families import family_of
 from backend.labelstudio.tasktypes import TaskType
 from model.control import NotComparable, compare_streams
 from model.scoring import score
-from model.uncertainty import AcquisitionFunction
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ def label_order(train_ids: list[int], tasks: dict[int, dict[str, Any]], control:
     return chosen, active
 
 
-def _judge(spec: TaskType, strategy: AcquisitionFunction, val_x: list[Any],
+def _judge(spec: TaskType, strategy: str, val_x: list[Any],
            val_y: list[list[str]]) -> Callable[[Any], np.ndarray]:
     """Per validation item, whether a fitted estimator's labels are right (as the round's evaluation says)."""
     def judge(estimator: Any) -> np.ndarray:
@@ -63,7 +63,7 @@ def _judge(spec: TaskType, strategy: AcquisitionFunction, val_x: list[Any],
 def compare_control(
     policy: ProjectPolicy,
     spec: TaskType,
-    strategy: AcquisitionFunction,
+    strategy: str,
     split: Any,
     labelled: Iterable[tuple[dict[str, Any], list[str]]],
     control: set[int],
@@ -76,8 +76,9 @@ def compare_control(
     ``split`` is the round's :class:`backend.service.training.Split` (train rows with their task ids, the
     validation split); ``control`` the task ids of the control stream among them.
     """
-    if spec.kind != "classification":
-        return {"skipped": f"the comparison covers classification projects (this one is {spec.kind})"}
+    family = family_of(spec)
+    if not family.compares_streams:
+        return {"skipped": f"the comparison covers classification projects (this one is {family.name})"}
     if not split.val_x:
         return {"skipped": "no validation split to compare on (validation_fraction is 0 and no ground truth)"}
     try:

@@ -1,8 +1,8 @@
-"""Which estimator a project trains: the policy's `model` (built-in kind or a user's factory) for its spec.
+"""Which estimator a project trains and which strategy scores it: its policy, asked of its label family.
 
-The one place that turns ``ProjectPolicy.model`` into an estimator, so training, simulate and the
-`/setup` check agree. Built-in kinds are model.estimators.ChoiceClassifier; a factory is wrapped in
-model.custom.BringYourOwn; a detection control gets model.detection.BoxDetector.
+The one place that turns a ``ProjectPolicy`` into an estimator request, so training, simulate and the
+`/setup` check agree. What each family builds (a classifier, the detector, one model per control) is
+declared in the registry of label families (backend/labelstudio/families.py).
 """
 
 from __future__ import annotations
@@ -11,81 +11,63 @@ from collections.abc import Sequence
 from typing import Any
 
 from backend.config import ProjectPolicy
-from backend.labelstudio.tasktypes import ChoicesTask, MultiControlTask, TaskType
+from backend.errors import BadInput, UnsupportedConfig
+from backend.labelstudio.families import (
+    CLASSES,
+    EstimatorRequest,
+    calibration_for,
+    family_of,
+    family_params,
+    import_model_modules,
+)
+from backend.labelstudio.tasktypes import TaskType
 from backend.service.access import Forbidden
 from model import persistence
-from model.custom import (
-    BringYourOwn,
-    FactoryError,
-    is_factory_spec,
-    load_factory,
-    make_user_estimator,
-    trusted_type_names,
-)
-from model.estimators import make_estimator
-from model.percontrol import PerControl
-from model.uncertainty import AUTO, DEFAULT_STRATEGY, default_strategy, get_strategy
+from model.custom import FactoryError, is_factory_spec, load_factory, make_user_estimator, trusted_type_names
+from model.uncertainty import AUTO, DEFAULT_STRATEGY, STRATEGIES
+
+__all__ = ["build_estimator", "calibration_for", "check_custom_model", "check_strategy", "resolve_strategy",
+           "strategy_for",
+           "trusted_types", "verify_loadable"]
 
 
 def resolve_strategy(strategy: str, model: str, spec: TaskType | None) -> str:
-    """The strategy a project's rounds and /predict use: ``strategy`` itself unless it is "auto".
-
-    A project with several controls gets the text default only when every control is text, since
-    one strategy scores all of them. Detection (boxes) has its own scoring and ignores the strategy.
+    """The strategy a project's rounds and /predict use: ``strategy`` itself unless it is "auto", which
+    becomes the label family's default for the config (several controls: their common default, else margin).
     """
-    modality = None
-    if spec is not None:
-        controls = spec.controls if isinstance(spec, MultiControlTask) else (spec,)
-        kinds = {"box" if c.kind == "detection" else c.modality for c in controls}
-        modality = kinds.pop() if len(kinds) == 1 else None
-    return strategy_for(strategy, model, modality)
+    if strategy != AUTO:
+        return strategy
+    return family_of(spec).default_strategy(spec, model) if spec is not None else DEFAULT_STRATEGY
 
 
 def strategy_for(strategy: str, model: str, modality: str | None) -> str:
-    """``strategy``, or for "auto" the input's default (model.uncertainty.default_strategy: BALD for
-    text, margin for images) when labelloop chooses the model too. A model the project named
-    ("logreg", "committee") or brought (a factory, which may not sample), and mixed or unknown
-    input, keep margin, which every classifier can serve."""
+    """:func:`resolve_strategy` for a classification replay that knows its input (``labelloop simulate``):
+    the classification family's default for ``modality``; unknown input keeps margin."""
     if strategy != AUTO:
         return strategy
-    if modality is None or model not in ("auto", "mlp"):
-        return DEFAULT_STRATEGY
-    return default_strategy(modality)
-
-
-def calibration_for(calibration: str, strategy: str) -> str:
-    """The calibration to fit: "none" for "auto" under a sampled strategy, else as asked.
-
-    A sampled strategy scores tasks (labels, confidence, auto-labelling) by the mean of the raw samples,
-    which no calibrator touches (ChoiceClassifier.predict_proba_samples): fitting one would cost a round
-    three more fits of the network for nothing. An explicit calibration is still fitted.
-    """
-    return "none" if calibration == "auto" and get_strategy(strategy).input_ndim == 3 else calibration
+    return CLASSES.default_for(modality, model) if modality is not None else DEFAULT_STRATEGY
 
 
 def build_estimator(policy: ProjectPolicy, spec: TaskType, random_state: int | None = 0,
                     strategy: str | None = None) -> Any:
-    """An unfitted estimator for the project (see module docstring).
+    """An unfitted estimator for the project, built by its label family.
 
     ``strategy``: the resolved one (see :func:`resolve_strategy`, the default), passed down so every
     control of a multi-control project gets the estimator the project's one strategy needs.
     """
-    strategy = strategy or resolve_strategy(policy.strategy, policy.model, spec)
-    if isinstance(spec, MultiControlTask):  # a model per control, each built as for that control alone
-        return PerControl({c.from_name: build_estimator(policy, c, random_state, strategy) for c in spec.controls})
-    if spec.kind == "detection":  # boxes: the built-in detector, with the project's detector parameters
-        from model.detection.detector import BoxDetector
+    request = EstimatorRequest(strategy=strategy or resolve_strategy(policy.strategy, policy.model, spec),
+                               model=policy.model, calibration=policy.calibration, params=family_params(policy),
+                               random_state=random_state)
+    return family_of(spec).build_estimator(spec, request)
 
-        return BoxDetector(classes=list(spec.labels), random_state=random_state or 0, **policy.detector)
-    assert isinstance(spec, ChoicesTask)
-    if is_factory_spec(policy.model):
-        return BringYourOwn(factory=policy.model, classes=list(spec.labels), multi_label=spec.multi_label,
-                            random_state=random_state)
-    params: dict[str, Any] = {"calibration": calibration_for(policy.calibration, strategy)}
-    if policy.model != "auto":
-        params["model"] = policy.model
-    return make_estimator(strategy, spec.modality, list(spec.labels), spec.multi_label,
-                          random_state=random_state, **params)
+
+def check_strategy(spec: TaskType, policy: ProjectPolicy) -> None:
+    """Refuse a strategy the config's label families cannot score (e.g. box ``localization`` for
+    ``<Choices>``), naming the control and the names it takes: BadInput on ``extra_params.strategy``."""
+    try:
+        family_of(spec).check_strategy(spec, policy.strategy)
+    except UnsupportedConfig as exc:
+        raise BadInput(f"extra_params.strategy: {exc}", field="extra_params.strategy") from exc
 
 
 def trusted_types(model: str, declared: Sequence[str]) -> list[str]:
@@ -103,6 +85,7 @@ def verify_loadable(artifact: bytes, model: str, declared: Sequence[str]) -> Non
     """Refuse, at the round that wrote it, a bring-your-own model file that could not be loaded to serve."""
     if not is_factory_spec(model):
         return
+    import_model_modules()
     try:
         persistence.loads(artifact, trusted_types(model, declared))
     except persistence.UntrustedModelError as exc:
@@ -120,7 +103,8 @@ def check_custom_model(policy: ProjectPolicy, allowed: Sequence[str]) -> None:
         raise Forbidden(f"model {policy.model!r} is not one the operator allowed: list it in LABELLOOP_CUSTOM_MODELS "
                         "(or set it as LABELLOOP_MODEL) on the server", field="extra_params.model")
     estimator = make_user_estimator(policy.model)
-    sampled = get_strategy(resolve_strategy(policy.strategy, policy.model, None)).input_ndim == 3
+    strategy = resolve_strategy(policy.strategy, policy.model, None)
+    sampled = strategy in STRATEGIES and STRATEGIES[strategy].input_ndim == 3
     if sampled and not callable(getattr(estimator, "predict_proba_samples", None)):
         raise FactoryError(f"model {policy.model!r} has no predict_proba_samples, which strategy "
                            f"{policy.strategy!r} needs; choose margin, entropy or least_confidence")

@@ -15,7 +15,6 @@ from backend.memory import release_free_heap
 from backend.service.container import Services
 from backend.service.models import resolve_strategy, trusted_types
 from model.scoring import score_batches
-from model.uncertainty import get_strategy
 
 #: The model_version answered before a project's first round.
 UNTRAINED = "untrained"
@@ -54,7 +53,7 @@ def predict_tasks(services: Services, project_id: int, tasks: list[dict[str, Any
             batches = input_batches(tasks, todo, spec, services.image_loader(project_id), size)
         estimator = services.models.load(project_id, state.version, state.iteration_id,
                                          trusted_types(state.model, state.trusted_types))
-        scored = score_batches(estimator, get_strategy(resolve_strategy(state.strategy, state.model, spec)), batches)
+        scored = score_batches(estimator, resolve_strategy(state.strategy, state.model, spec), batches)
         for i, lab, s in zip(todo, scored.labels, scored.confidence, strict=True):
             results[i] = spec.prediction(lab, s, state.version)
         if len(todo) >= size:  # a full batch's features and samples are freed now: hand them back

@@ -39,7 +39,6 @@ from model.queue import get_queue
 from model.scoring import Ordered, Scored, order, score, score_batches
 from model.stopping import StopRule, mean_normalised_uncertainty, stable_sample
 from model.thresholds import precision_coverage_curve
-from model.uncertainty import AcquisitionFunction, get_strategy
 
 log = logging.getLogger(__name__)
 
@@ -202,7 +201,7 @@ class Evaluation:
         return {"easy_below": t.easy_below, "hard_above": t.hard_above, "source": t.source}
 
 
-def evaluate_split(estimator: Any, strategy: AcquisitionFunction, spec: TaskType, split: Split,
+def evaluate_split(estimator: Any, strategy: str, spec: TaskType, split: Split,
                    metrics: dict[str, Any]) -> Evaluation:
     """Metrics, calibration error, difficulty thresholds and the auto-labelling rows, on validation.
 
@@ -398,7 +397,8 @@ class IterationRunner:
         spec = parse_label_config(project.label_config or gateway.label_config(project.id))
         load_image = ImageFetcher(gateway.url, gateway.auth_headers) if spec.modality == "image" else None
         policy, steps = project.rules, StepTimer()
-        strategy_name = resolve_strategy(policy.strategy, policy.model, spec)
+        # A name: each family's estimator reads it its own way (model.scoring.score).
+        strategy = resolve_strategy(policy.strategy, policy.model, spec)
         with steps("read"):  # the labelled tasks; the rest is listed while the model fits
             pending = PendingRead(gateway, self.store, project.id)
             data = collect(pending.labelled, spec)
@@ -408,7 +408,7 @@ class IterationRunner:
             # Seeded by the project, not the round: a retrain on unchanged labels gives the same model, so
             # predictions do not churn and the stopping signal's kappa measures what new labels changed, not
             # the seed (a network's fit depends on its seed; a logistic model's does not).
-            estimator = build_estimator(policy, spec, random_state=MODEL_SEED, strategy=strategy_name)
+            estimator = build_estimator(policy, spec, random_state=MODEL_SEED, strategy=strategy)
             with steps("fit"):
                 estimator.fit(split.train_x, spec.model_targets(split.train_y))
             with steps("read_pool"):  # what is left of the listing once the model is fitted
@@ -416,7 +416,6 @@ class IterationRunner:
                 data.pool.extend(collect(pending.unlabelled, spec).pool)
         finally:
             pending.abandon()
-        strategy = get_strategy(strategy_name)
         metrics: dict[str, Any] = {"skipped": data.skipped, "validation_source": split.validation_source,
                                    "read": read.stats()}
         if getattr(estimator, "calibration_reason_", None):
@@ -462,7 +461,7 @@ class IterationRunner:
             "n_validation": len(split.val_x),
             "n_pool": len(pool_ids),
             "n_skipped": len(data.skipped),
-            "strategy": strategy_name,
+            "strategy": strategy,
             "queue": policy.queue,
             "accuracy": evaluation.accuracy,
             "macro_f1": evaluation.macro_f1,
@@ -480,7 +479,7 @@ class IterationRunner:
         return RoundResult(fields=fields, artifact=artifact, artifact_name=name, score_rows=rows)
 
     @staticmethod
-    def _compare_control(policy: ProjectPolicy, spec: TaskType, strategy: AcquisitionFunction, split: Split,
+    def _compare_control(policy: ProjectPolicy, spec: TaskType, strategy: str, split: Split,
                          data: Collected, seed: int) -> dict[str, Any]:
         """Active vs random at equal label counts on this round's validation split (backend/service/control.py).
 
@@ -571,7 +570,7 @@ class IterationRunner:
         suggested = StopRule(threshold=policy.stop_kappa, window=policy.stop_window).suggested([*history, kappa])
         return kappa, bool(suggested)
 
-    def _score_pool(self, estimator: Any, strategy: AcquisitionFunction, spec: TaskType, data: Collected,
+    def _score_pool(self, estimator: Any, strategy: str, spec: TaskType, data: Collected,
                     load_image: ImageLoader | None, with_features: bool = False) -> tuple[list[int], Scored]:
         """Score the unlabelled pool in chunks (bounded memory for image pools); a bad task is skipped.
 

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from backend.labelstudio.families import import_model_modules
 from backend.memory import release_free_heap
 from backend.store import Store
 from model import persistence
@@ -69,6 +70,7 @@ class ModelStore:
             if key in self._cache:
                 self._cache.move_to_end(key)
                 return self._cache[key]
+        import_model_modules()  # model files resolve only classes of imported modules
         estimator = persistence.loads(self._read(project_id, version, iteration_id), trusted)
         with self._lock:
             self._cache[key] = estimator

@@ -18,7 +18,7 @@ from backend.labelstudio.labelconfig import UnsupportedConfig, cached_spec
 from backend.labelstudio.tasks import BadInput
 from backend.service.access import Forbidden, SetupRequest, authorize_setup
 from backend.service.container import Services
-from backend.service.models import check_custom_model
+from backend.service.models import check_custom_model, check_strategy
 from backend.service.predict import UNTRAINED, predict_tasks
 from backend.store import Store
 from backend.web.params import (
@@ -68,9 +68,10 @@ def setup() -> tuple[Response, int] | Response:
     assert schema is not None
     hostname = url_field(body.get("hostname"), "hostname")
     token = text_field(body.get("access_token"), "access_token", max_chars=TOKEN_CHARS)
-    cached_spec(schema)  # refuse unsupported configs now, with the tag named
+    spec = cached_spec(schema)  # refuse unsupported configs now, with the tag named
     policy = policy_from(body.get("extra_params"), svc.settings.policy)
     project = svc.store.get_project(project_id)
+    check_strategy(spec, policy or (project.rules if project else svc.settings.policy))
     if policy is not None and (project is None or project.rules.model != policy.model):
         try:  # a bring-your-own model is refused now, not at the first round
             check_custom_model(policy, svc.settings.allowed_models)

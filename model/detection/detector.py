@@ -247,6 +247,13 @@ class BoxDetector(BaseEstimator):
         assert samples is not None
         return samples
 
+    def score_items(self, strategy: Any, X: Sequence[Any], *, with_features: bool = False) -> Any:
+        """The scoring kernel's entry (:func:`model.scoring.score`): per image its boxes, uncertainty and
+        confidences, as a :class:`model.scored.Scored` (:func:`model.detection.kernel.score_boxes`)."""
+        from model.detection.kernel import score_boxes
+
+        return score_boxes(self, strategy, X, with_features=with_features)
+
     def transform(self, X: Sequence[Any]) -> np.ndarray:
         """Pooled features (n, d) float64: mean of the deepest backbone map and of the head map,
         for diversity-aware queues and cold-start selection."""

@@ -1,8 +1,9 @@
-"""The scoring kernel's detection branch: a detector's pass over images as a :class:`model.scoring.Scored`.
+"""A detector's pass over images as a :class:`model.scored.Scored` (``BoxDetector.score_items``).
 
-:func:`model.scoring.score` hands a detector here, so ``/predict``, a round (validation and pool),
-auto-labelling and the queue treat an image like any other task: per image a prediction (its boxes,
-JSON-able), an uncertainty, the confidence Label Studio sorts by, and a decision confidence.
+:func:`model.scoring.score` asks the detector to score itself, which lands here, so ``/predict``, a
+round (validation and pool), auto-labelling and the queue treat an image like any other task: per
+image a prediction (its boxes, JSON-able), an uncertainty, the confidence Label Studio sorts by,
+and a decision confidence.
 ``probs`` is a per-image class-presence matrix (the best box score of each class): enough for the
 queue's features and a calibration check, since a detector has no single distribution per image.
 """
@@ -16,6 +17,7 @@ import numpy as np
 
 from model.detection.boxes import Detections
 from model.detection.uncertainty import ALIASES, DETECTION_STRATEGIES, DetectionStrategy, score_images
+from model.scored import Scored
 
 #: The detection strategy for a classification strategy name that has no detection namesake.
 SAMPLED_FALLBACK = "localization"
@@ -62,14 +64,11 @@ def class_presence(detections: Sequence[Detections], classes: Sequence[str]) -> 
     return out
 
 
-def score_boxes(estimator: Any, strategy: Any, X: Sequence[Any], *, with_features: bool = False) -> Any:
-    """Run the detector once over ``X`` and return a :class:`model.scoring.Scored` (labels = box lists)."""
-    from model.scoring import Scored
-
+def score_boxes(estimator: Any, strategy: Any, X: Sequence[Any], *, with_features: bool = False) -> Scored:
+    """Run the detector once over ``X`` and return a :class:`model.scored.Scored` (labels = box lists)."""
     classes = [str(c) for c in getattr(estimator, "classes_", [])]
     if len(X) == 0:
-        empty = np.zeros(0)
-        return Scored(np.zeros((0, len(classes))), [], empty, empty, empty, np.zeros((0, 0)) if with_features else None)
+        return Scored.empty(len(classes), with_features)
     out = score_images(estimator, detection_strategy_name(strategy), X, with_features=with_features)
     return Scored(
         probs=class_presence(out.detections, classes),

@@ -2,6 +2,7 @@
 
 import pytest
 
+from backend.labelstudio.families import family_of
 from backend.labelstudio.labelconfig import UnsupportedConfig, parse_label_config
 from backend.labelstudio.tasktypes import MultiControlTask
 
@@ -47,7 +48,7 @@ def test_two_controls_on_one_object_get_a_task_type_each() -> None:
               '<Choice value="out"/></Choices><RectangleLabels name="box" toName="img"><Label value="cat"/>'
               '</RectangleLabels></View>')
     spec = parse_label_config(config)
-    assert isinstance(spec, MultiControlTask) and spec.kind == "multi" and spec.data_key == "image"
+    assert isinstance(spec, MultiControlTask) and family_of(spec).name == "multi" and spec.data_key == "image"
     assert [(c.tag, c.from_name) for c in spec.controls] == [("Choices", "scene"), ("RectangleLabels", "box")]
 
 

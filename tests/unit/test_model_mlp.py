@@ -271,7 +271,8 @@ def test_numpy_inference_is_the_torch_forward(digits, digits_mlp, text_mlp):
 
 
 def test_a_serving_process_scores_an_mlp_without_importing_torch(tmp_path):
-    """torch costs a worker ~180 MB: loading and scoring a saved text MLP must not import it."""
+    """torch costs a worker ~180 MB: loading and scoring a saved text MLP must not import it (nor may any
+    label family's model modules, which a serving worker imports to load model files)."""
     import subprocess
     import sys
 
@@ -281,6 +282,7 @@ def test_a_serving_process_scores_an_mlp_without_importing_torch(tmp_path):
     path = tmp_path / "model.bin"
     path.write_bytes(persistence.dumps(clf))
     script = ("import sys; from pathlib import Path; from model import persistence; "
+              "from backend.labelstudio.families import import_model_modules; import_model_modules(); "
               f"m = persistence.loads(Path({str(path)!r}).read_bytes()); "
               "print(m.predict_proba_samples(['a great film']).shape, 'torch' in sys.modules)")
     env = {k: v for k, v in __import__("os").environ.items() if k != "LABELLOOP_DEVICE"}

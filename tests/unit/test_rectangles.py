@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from backend.errors import BadInput, UnsupportedConfig
+from backend.labelstudio.families import family_of
 from backend.labelstudio.labelconfig import parse_label_config
 from backend.labelstudio.tasktypes import RectanglesTask
 
@@ -26,7 +27,8 @@ def spec() -> RectanglesTask:
 
 
 def test_config_parses_to_a_detection_task(spec: RectanglesTask) -> None:
-    assert (spec.kind, spec.modality, spec.data_key, spec.labels) == ("detection", "image", "image", ("cat", "dog"))
+    assert (family_of(spec).name, spec.modality, spec.data_key, spec.labels) == ("detection", "image", "image",
+                                                                                ("cat", "dog"))
     with pytest.raises(UnsupportedConfig, match="must point at an <Image>"):
         parse_label_config('<View><Text name="t" value="$t"/><RectangleLabels name="b" toName="t">'
                            '<Label value="x"/></RectangleLabels></View>')

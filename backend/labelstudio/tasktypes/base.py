@@ -6,8 +6,8 @@ how a model's output becomes a prediction Label Studio shows, when a prediction 
 and how a validation split is scored. Reading a task's input (text, image) belongs to the object the
 control points at and lives in labelstudio/tasks.py.
 
-Adding a label type = a module here (a TaskType subclass registered by control tag) + its model in
-model/; the routes, the store and the training loop do not change.
+Adding a label type = a module here, its model in model/, and one entry in the registry of label
+families (backend/labelstudio/families.py); the routes, the store and the training loop do not change.
 """
 
 from __future__ import annotations
@@ -30,8 +30,14 @@ class TaskType(ABC):
 
     #: The Label Studio control tag this type serves (``Choices``, ``RectangleLabels``).
     tag: ClassVar[str] = ""
-    #: What the model predicts per task: "classification" (label names) or "detection" (boxes).
-    kind: ClassVar[str] = "classification"
+    #: The object tags it can label, and what it serves in words (error messages, docs).
+    objects: ClassVar[tuple[str, ...]] = ()
+    supported: ClassVar[str] = ""
+    #: Its answer is a list of regions (boxes, spans): beside other controls, an annotation with none of
+    #: this control's regions has not answered it (it may only have picked a class); alone, it says "none".
+    region_control: ClassVar[bool] = False
+    #: What auto-labelling also reports coverage of, when a task holds several of them ("box", "span").
+    coverage_unit: ClassVar[str | None] = None
 
     from_name: str
     to_name: str
@@ -74,6 +80,10 @@ class TaskType(ABC):
         box, its image's index), since its guarantee holds per box.
         """
         return None
+
+    def unit_scores(self, predicted: Any) -> list[float]:
+        """The scores of the units (see :attr:`coverage_unit`) a prediction shows annotators."""
+        return []
 
     def item_confidence(self, predicted: Any, decision: float) -> float:
         """What auto-labelling compares with its threshold for one task (rows from :meth:`threshold_rows`

@@ -20,6 +20,8 @@ class ChoicesTask(TaskType):
     """A classification control. Targets are lists of label names (one name unless multi-label)."""
 
     tag: ClassVar[str] = "Choices"
+    objects: ClassVar[tuple[str, ...]] = ("Text", "Image")
+    supported: ClassVar[str] = "<Choices> (single or choice=\"multiple\") over a <Text> or <Image> object"
 
     labels: tuple[str, ...] = ()
     multi_label: bool = False

@@ -22,7 +22,6 @@ class MultiControlTask(TaskType):
     """The controls of one label config that all read the same object's data."""
 
     tag: ClassVar[str] = ""
-    kind: ClassVar[str] = "multi"
 
     controls: tuple[TaskType, ...] = ()
 
@@ -39,13 +38,13 @@ class MultiControlTask(TaskType):
     def target(self, annotation: dict[str, Any], where: str = "annotation") -> dict[str, Any] | None:
         """Each control's answer (None where the annotation does not answer it); None if it answers none.
 
-        A detection control counts as answered only when the annotation has a rectangle for it, so an
-        annotation that only picks a class does not teach the detector that the image is empty.
+        A region control (boxes, spans) counts as answered only when the annotation has a region for it, so
+        an annotation that only picks a class does not teach the detector that the image is empty.
         """
         answers = {}
         for c in self.controls:
             value = c.target(annotation, where=where)
-            answers[c.from_name] = value if value != [] or c.kind != "detection" else None
+            answers[c.from_name] = None if value == [] and c.region_control else value
         return answers if any(v is not None for v in answers.values()) else None
 
     def prediction(self, predicted: dict[str, Any], score: float, version: str) -> dict[str, Any]:

@@ -32,16 +32,15 @@ class RectanglesTask(TaskType):
     """A bounding-box control. Targets are lists of boxes in normalised xyxy with their label."""
 
     tag: ClassVar[str] = "RectangleLabels"
-    #: What the model predicts: a list of boxes per image (the training loop and scoring kernel ask).
-    kind: ClassVar[str] = "detection"
+    objects: ClassVar[tuple[str, ...]] = ("Image",)
+    supported: ClassVar[str] = "<RectangleLabels> over an <Image>"
+    region_control: ClassVar[bool] = True
+    coverage_unit: ClassVar[str | None] = "box"
 
     labels: tuple[str, ...] = ()
 
     @classmethod
     def from_control(cls, control: Any, obj: Any) -> RectanglesTask:
-        if obj.tag != "Image":
-            raise UnsupportedConfig(f"<RectangleLabels name=\"{control.name}\"> must point at an <Image>, "
-                                    f"not <{obj.tag} name=\"{obj.name}\">")
         labels = tuple(control.labels)
         if not labels:
             raise UnsupportedConfig(f"<RectangleLabels name=\"{control.name}\"> has no <Label> values")
@@ -150,10 +149,13 @@ class RectanglesTask(TaskType):
         return rows
 
 
+    def unit_scores(self, predicted: Sequence[Box]) -> list[float]:
+        """The scores of the boxes annotators are shown (at or above :data:`SHOWN_SCORE`)."""
+        return [s for s in (float(b.get("score", 1.0)) for b in predicted) if s >= SHOWN_SCORE]
+
     def item_confidence(self, predicted: Sequence[Box], decision: float) -> float:
         """The weakest shown box: an image is auto-labelled only when every box on it clears the threshold."""
-        shown = [float(b.get("score", 1.0)) for b in predicted if float(b.get("score", 1.0)) >= SHOWN_SCORE]
-        return min(shown, default=1.0)
+        return min(self.unit_scores(predicted), default=1.0)
 
 
 def _rotated_extent(x: float, y: float, w: float, h: float, rotation: float) -> tuple[float, float, float, float]:
