@@ -224,7 +224,10 @@ def choose_threshold(request: AutolabelRequest, store: Store, project: Project, 
             split = split_inputs(collect(every, spec), spec, load_image, policy.validation_fraction)
         except TrainingError:  # no training labels: the validation rows are all there is
             split = Split()
-        strategy = resolve_strategy(policy.strategy, policy.model, spec)  # rows scored as the tasks will be
+        # Rows scored as the tasks will be: by the serving round's strategy and model kind, not the live policy's.
+        if iteration.strategy and iteration.model:
+            policy = policy.model_copy(update={"strategy": iteration.strategy, "model": iteration.model})
+        strategy = resolve_strategy(policy.strategy, policy.model, spec)
         cf_conf, cf_ok, _ = cross_fitted_confidence(
             lambda: build_estimator(policy, spec, random_state=iteration.number, strategy=strategy),
             split.train_x, spec.model_targets(split.train_y), seed=iteration.number,

@@ -251,13 +251,13 @@ class StepTimer:
 
 def score_rows(pool_ids: list[int], pool: Scored, queued: Ordered, difficulty: np.ndarray,
                stream: np.ndarray) -> list[dict[str, Any]]:
-    """One history row per pool task: prediction, pushed score, difficulty, rank, and its queue stream
-    (:func:`pool_streams`)."""
+    """One history row per pool task: prediction, pushed score (the queue's order), the shown prediction's
+    probability of being right, difficulty, rank, and its queue stream (:func:`pool_streams`)."""
     return [
-        {"task_id": tid, "predicted": labels, "score": float(s), "uncertainty": float(u), "difficulty": str(d),
-         "rank": int(r), "stream": str(v)}
-        for tid, labels, s, u, d, r, v in zip(pool_ids, pool.labels, queued.scores, pool.uncertainty, difficulty,
-                                               queued.rank, stream, strict=True)
+        {"task_id": tid, "predicted": labels, "score": float(s), "confidence": round(float(c), 6),
+         "uncertainty": float(u), "difficulty": str(d), "rank": int(r), "stream": str(v)}
+        for tid, labels, s, c, u, d, r, v in zip(pool_ids, pool.labels, queued.scores, pool.decision,
+                                                  pool.uncertainty, difficulty, queued.rank, stream, strict=True)
     ]
 
 
@@ -462,6 +462,8 @@ class IterationRunner:
             "n_pool": len(pool_ids),
             "n_skipped": len(data.skipped),
             "strategy": strategy,
+            "model": policy.model,
+            "trusted_types": list(policy.trusted_types),
             "queue": policy.queue,
             "accuracy": evaluation.accuracy,
             "macro_f1": evaluation.macro_f1,

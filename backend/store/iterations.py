@@ -293,6 +293,7 @@ class IterationStore(Database):
                             "task_id": row["task_id"],
                             "predicted": row["predicted"],
                             "score": row["score"],
+                            "confidence": row.get("confidence"),
                             "uncertainty": row["uncertainty"],
                             "difficulty": row["difficulty"],
                             "rank": row["rank"],

@@ -9,7 +9,7 @@ from sqlalchemy import Select, bindparam, func, insert, select
 
 from backend.config import ProjectPolicy
 from backend.store.base import Database
-from backend.store.schema import Event, Project
+from backend.store.schema import Event, Iteration, Project
 
 #: Integer columns are 32-bit signed on PostgreSQL.
 MAX_INT = 2**31 - 1
@@ -19,8 +19,12 @@ MAX_ERROR_CHARS = 10_000
 
 # The two statements of every webhook's ack, built once: building a statement costs more CPU than
 # running it on SQLite (coercing each value, its cache key), and a storm runs them a thousand times.
-SERVING_STATE = select(Project.label_config, Project.current_version, Project.current_iteration_id,
-                       Project.policy).where(Project.id == bindparam("project_id"))
+SERVING_STATE = (
+    select(Project.label_config, Project.current_version, Project.current_iteration_id, Project.policy,
+           Iteration.strategy, Iteration.model, Iteration.trusted_types)
+    .outerjoin(Iteration, Iteration.id == Project.current_iteration_id)
+    .where(Project.id == bindparam("project_id"))
+)
 INSERT_EVENT = insert(Event.__table__).returning(Event.__table__.c.id)
 
 
@@ -54,7 +58,12 @@ def storable_id(value: int | None) -> int | None:
 
 @dataclass(frozen=True)
 class ServingState:
-    """What /predict needs per request, read in one small query."""
+    """What /predict needs per request, read in one small query.
+
+    ``strategy``, ``model`` and ``trusted_types`` are the serving round's own (what trained and scored
+    it), so a policy changed at `/setup` since then cannot ask a version for what it cannot do; before
+    the first round, and for rounds recorded before these were stored, they are the live policy's.
+    """
 
     project_id: int
     label_config: str
@@ -115,8 +124,11 @@ class ProjectStore(Database):
         if row is None:
             return None
         rules = ProjectPolicy.from_stored(row.policy)
+        served = row.strategy is not None and row.model is not None
         return ServingState(project_id, row.label_config, row.current_version, row.current_iteration_id,
-                            rules.strategy, rules.retrain_every, rules.model, tuple(rules.trusted_types))
+                            row.strategy if served else rules.strategy, rules.retrain_every,
+                            row.model if served else rules.model,
+                            tuple(row.trusted_types or ()) if served else tuple(rules.trusted_types))
 
     # -- events -------------------------------------------------------------------------------
     def record_event(

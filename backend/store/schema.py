@@ -87,6 +87,7 @@ class Event(Base):
     __table_args__ = (
         Index("ix_events_project_received", "project_id", "received_at"),
         Index("ix_events_project_id", "project_id", "id"),  # labels since a round: a range of one project
+        Index("ix_events_project_delivery", "project_id", "delivery"),  # a webhook delivered twice
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -98,6 +99,8 @@ class Event(Base):
     n_labels: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(Text)
     payload: Mapped[dict[str, Any] | None]
+    # One key per annotation webhook delivery (action, annotation id, its updated_at): a repeat counts no labels.
+    delivery: Mapped[str | None] = mapped_column(String(200))
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -127,6 +130,10 @@ class Iteration(Base):
     n_pool: Mapped[int | None] = mapped_column(Integer)
     n_skipped: Mapped[int | None] = mapped_column(Integer)
     strategy: Mapped[str | None] = mapped_column(String(50))
+    # The model setting and trusted types the round trained under: the served version is scored with these
+    # (and ``strategy``), whatever the live policy says later.
+    model: Mapped[str | None] = mapped_column(String(500))
+    trusted_types: Mapped[list[str] | None] = mapped_column(JSON)
     queue: Mapped[str | None] = mapped_column(String(50))
     accuracy: Mapped[float | None] = mapped_column(Float)
     macro_f1: Mapped[float | None] = mapped_column(Float)
@@ -159,7 +166,9 @@ class TaskScore(Base):
     task_id: Mapped[int] = mapped_column(Integer)
     # What the model predicted, as the task type writes it (Choices: a list of label names).
     predicted: Mapped[Any] = mapped_column(JSON)
-    score: Mapped[float] = mapped_column(Float)  # confidence pushed to Label Studio (lower = served first)
+    score: Mapped[float] = mapped_column(Float)  # the ordering value pushed to Label Studio (lower = served first)
+    # The probability that the shown prediction is right (what annotators read per region); None before 0007.
+    confidence: Mapped[float | None] = mapped_column(Float)
     uncertainty: Mapped[float] = mapped_column(Float)
     difficulty: Mapped[str] = mapped_column(String(10))
     rank: Mapped[int] = mapped_column(Integer)  # 1 = served first
