@@ -1,13 +1,16 @@
 """Turn a Label Studio label config (XML) into the task type the model serves.
 
 Each control tag with a registered label family (labelstudio/families.py: `Choices`, `RectangleLabels`) over
-an object its task type labels is served; anything else is refused up front, at `/setup`, with the tag
-named, so a user finds out when connecting the backend rather than after the first training round.
+an object its task type labels is served. Other controls (a comment box, a rating, a control on a second
+object) are ignored and listed with the reason, since Label Studio's own templates have them next to the
+control a team wants predicted; only a config with nothing labelloop can serve is refused, at `/setup`,
+with the tags named, so a user finds out when connecting the backend rather than after the first round.
 """
 
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from typing import Any
 
 from label_studio_sdk.label_interface import LabelInterface
@@ -17,33 +20,62 @@ from backend.labelstudio.tasktypes import MultiControlTask, TaskType, Unsupporte
 
 SUPPORTED = supported_text()
 
-__all__ = ["SUPPORTED", "TaskType", "UnsupportedConfig", "cached_spec", "parse_label_config"]
+__all__ = ["SUPPORTED", "ParsedConfig", "TaskType", "UnsupportedConfig", "cached_spec", "ignored_controls",
+           "parse_label_config", "read_label_config"]
+
+
+@dataclass(frozen=True)
+class ParsedConfig:
+    """A label config as labelloop reads it: what it serves (``spec``) and every control it ignores, with why."""
+
+    spec: TaskType
+    ignored: tuple[str, ...] = ()
 
 
 def parse_label_config(config_xml: str) -> TaskType:
-    """Parse and validate; raises UnsupportedConfig (a ValueError) with a message naming the tag."""
+    """Parse and validate; raises UnsupportedConfig (a ValueError) with a message naming the tag.
+
+    Controls labelloop cannot predict (a comment box, a rating, a control over another object) are
+    ignored, not refused (:func:`read_label_config` lists them); only a config with nothing to serve is.
+    """
+    return read_label_config(config_xml).spec
+
+
+def read_label_config(config_xml: str) -> ParsedConfig:
+    """The served controls and the ignored ones (see :func:`parse_label_config`)."""
     if not config_xml or not config_xml.strip():
         raise UnsupportedConfig("label config is empty; expected " + SUPPORTED)
     try:
         interface = LabelInterface(config_xml)
     except Exception as exc:  # the SDK raises its own XML/validation exception types
         raise UnsupportedConfig(f"label config is not valid XML: {exc}") from exc
+    ignored: list[str] = []
+    specs: list[TaskType] = []
+    for control in interface.controls:
+        name = f"<{control.tag} name=\"{control.name}\">"
+        if control.tag not in TASK_TYPES:
+            ignored.append(f"{name}: labelloop does not predict <{control.tag}>")
+            continue
+        try:
+            specs.append(_control_spec(interface, control))
+        except UnsupportedConfig as exc:
+            ignored.append(f"{name}: {exc}")
+    if not specs:
+        why = f" ({'; '.join(ignored)})" if ignored else ""
+        raise UnsupportedConfig(f"expected at least one supported control, found none{why}; "
+                                f"labelloop serves {SUPPORTED}")
+    first = (specs[0].to_name, specs[0].data_key)
+    served = [s for s in specs if (s.to_name, s.data_key) == first]
+    ignored.extend(f"<{s.tag} name=\"{s.from_name}\">: labels {s.to_name!r}, and labelloop serves the controls "
+                   f"of one object ({first[0]!r}, the first one labelled)" for s in specs if (s.to_name, s.data_key)
+                   != first)
+    spec = served[0] if len(served) == 1 else MultiControlTask.of(served)
+    return ParsedConfig(spec, tuple(ignored))
 
-    served = [c for c in interface.controls if c.tag in TASK_TYPES]
-    others = [c for c in interface.controls if c.tag not in TASK_TYPES]
-    if others:
-        tags = ", ".join(f"<{c.tag} name=\"{c.name}\">" for c in others)
-        raise UnsupportedConfig(f"unsupported control tag {tags}; labelloop serves {SUPPORTED}")
-    if not served:
-        raise UnsupportedConfig(f"expected at least one supported control, found none; labelloop serves {SUPPORTED}")
-    specs = [_control_spec(interface, control) for control in served]
-    if len(specs) == 1:
-        return specs[0]
-    objects = {(s.to_name, s.data_key) for s in specs}
-    if len(objects) != 1:
-        names = ", ".join(f"<{c.tag} name=\"{c.name}\"> on {c.to_name[0]!r}" for c in served)
-        raise UnsupportedConfig(f"several controls must label the same object to get a model each; found {names}")
-    return MultiControlTask.of(specs)
+
+def ignored_controls(config_xml: str) -> tuple[str, ...]:
+    """The controls of a config labelloop ignores, each with why (the status page and the history list them)."""
+    return _cached_read(config_xml).ignored
 
 
 def _control_spec(interface: LabelInterface, control: Any) -> TaskType:
@@ -68,6 +100,10 @@ def _control_spec(interface: LabelInterface, control: Any) -> TaskType:
 
 
 @functools.lru_cache(maxsize=64)
+def _cached_read(config_xml: str) -> ParsedConfig:
+    return read_label_config(config_xml)
+
+
 def cached_spec(config_xml: str) -> TaskType:
     """Label configs repeat on every request; parse each distinct one once per process."""
-    return parse_label_config(config_xml)
+    return _cached_read(config_xml).spec

@@ -20,7 +20,7 @@ import numpy as np
 from backend.config import ProjectPolicy
 from backend.labelstudio.gateway import PUSH_YIELD, LabelStudioError, LabelStudioGateway
 from backend.labelstudio.images import ImageFetcher
-from backend.labelstudio.labelconfig import parse_label_config
+from backend.labelstudio.labelconfig import read_label_config
 from backend.labelstudio.tasks import (
     BadInput,
     ImageLoader,
@@ -394,7 +394,8 @@ class IterationRunner:
         if project is None:
             raise TrainingError(f"project {iteration.project_id} is unknown")
         gateway = self.gateway_for(project)
-        spec = parse_label_config(project.label_config or gateway.label_config(project.id))
+        config = read_label_config(project.label_config or gateway.label_config(project.id))
+        spec = config.spec
         load_image = ImageFetcher(gateway.url, gateway.auth_headers) if spec.modality == "image" else None
         policy, steps = project.rules, StepTimer()
         # A name: each family's estimator reads it its own way (model.scoring.score).
@@ -417,7 +418,7 @@ class IterationRunner:
         finally:
             pending.abandon()
         metrics: dict[str, Any] = {"skipped": data.skipped, "validation_source": split.validation_source,
-                                   "read": read.stats()}
+                                   "read": read.stats(), "ignored_controls": list(config.ignored)}
         if getattr(estimator, "calibration_reason_", None):
             metrics["calibration_reason"] = estimator.calibration_reason_
         with steps("evaluate"):

@@ -720,3 +720,25 @@ def test_a_retrain_on_unchanged_labels_gives_the_same_model(app_env) -> None:
 
     assert uncertainty(1) == uncertainty(2) and len(uncertainty(1)) > 0
     assert second.kappa == 1.0
+
+
+def test_a_config_with_a_comment_box_and_a_rating_connects_and_the_round_lists_them(app_env) -> None:
+    """Label Studio's templates put a <TextArea> or a <Rating> next to the <Choices>: never a reason to refuse."""
+    client, services, gateway = app_env
+    config = CONFIG.replace("</View>", '<TextArea name="comment" toName="text"/><Rating name="stars" '
+                                       'toName="text"/></View>')
+    resp = client.post("/setup", json={"project": "1.1", "schema": config})
+    assert resp.status_code == 200, resp.get_json()
+    for task in gateway.tasks[:4]:  # annotations hold the extra controls' results too
+        for annotation in task["annotations"]:
+            annotation["result"] = [*annotation["result"], {"from_name": "comment", "to_name": "text",
+                                    "type": "textarea", "value": {"text": ["unsure"]}},
+                                    {"from_name": "stars", "to_name": "text", "type": "rating",
+                                     "value": {"rating": 4}}]
+    services.jobs.trigger(1, "START_TRAINING", background=False)
+    services.jobs.drain(1)
+    (it,) = services.store.iterations(1)
+    assert it.status == "succeeded", it.error
+    assert it.n_skipped == 0 and len(it.metrics["ignored_controls"]) == 2
+    assert it.metrics["ignored_controls"][0].startswith('<TextArea name="comment">')
+    assert {r["from_name"] for p in gateway.pushed for r in p["result"]} == {"sentiment"}

@@ -3,7 +3,7 @@
 import pytest
 
 from backend.labelstudio.families import family_of
-from backend.labelstudio.labelconfig import UnsupportedConfig, parse_label_config
+from backend.labelstudio.labelconfig import UnsupportedConfig, ignored_controls, parse_label_config, read_label_config
 from backend.labelstudio.tasktypes import MultiControlTask
 
 TEXT = """<View><Text name="text" value="$review"/>
@@ -52,9 +52,32 @@ def test_two_controls_on_one_object_get_a_task_type_each() -> None:
     assert [(c.tag, c.from_name) for c in spec.controls] == [("Choices", "scene"), ("RectangleLabels", "box")]
 
 
-def test_controls_on_different_objects_are_refused_naming_both() -> None:
+def test_controls_on_another_object_are_ignored_naming_why() -> None:
     config = ('<View><Text name="t" value="$t"/><Text name="u" value="$u"/><Choices name="a" toName="t">'
               '<Choice value="x"/><Choice value="y"/></Choices><Choices name="b" toName="u"><Choice value="x"/>'
               '<Choice value="y"/></Choices></View>')
-    with pytest.raises(UnsupportedConfig, match='name="a".*name="b"'):
-        parse_label_config(config)
+    parsed = read_label_config(config)
+    assert parsed.spec.from_name == "a"
+    assert len(parsed.ignored) == 1 and parsed.ignored[0].startswith('<Choices name="b">: labels \'u\'')
+
+
+# Label Studio's own templates put a comment box, a rating or a number next to the control a team wants predicted.
+EXTRAS = ('<TextArea name="comment" toName="t" rows="3"/><Rating name="stars" toName="t" maxRating="5"/>'
+          '<Number name="n" toName="t"/><DateTime name="when" toName="t" only="date"/>')
+
+
+def test_controls_labelloop_cannot_predict_are_ignored_and_listed() -> None:
+    config = ('<View><Text name="t" value="$t"/><Choices name="c" toName="t"><Choice value="x"/><Choice value="y"/>'
+              f'</Choices>{EXTRAS}<Choices name="one" toName="t"><Choice value="only"/></Choices></View>')
+    parsed = read_label_config(config)
+    assert parsed.spec.from_name == "c" and parsed.spec.labels == ("x", "y")
+    assert [line.split(":")[0] for line in parsed.ignored] == [
+        '<TextArea name="comment">', '<Rating name="stars">', '<Number name="n">', '<DateTime name="when">',
+        '<Choices name="one">']
+    assert "needs at least 2 <Choice> values" in parsed.ignored[-1]
+    assert ignored_controls(config) == parsed.ignored
+
+
+def test_a_config_with_nothing_to_serve_names_every_ignored_control() -> None:
+    with pytest.raises(UnsupportedConfig, match='<TextArea name="comment">.*<Rating name="stars">'):
+        parse_label_config(f'<View><Text name="t" value="$t"/>{EXTRAS}</View>')
