@@ -38,6 +38,8 @@ from sklearn.isotonic import IsotonicRegression
 EASY = "easy"
 MEDIUM = "medium"
 HARD = "hard"
+#: No bucket yet: the validation split is too small to fit the thresholds (see fit_thresholds' min_samples).
+UNRATED = "unrated"
 
 #: Fallback thresholds (and :func:`bucket`'s defaults) on the [0, 1] uncertainty scale.
 DEFAULT_EASY_BELOW = 0.2
@@ -150,13 +152,17 @@ def fit_thresholds(
 
 
 def bucket_counts(labels: Iterable[str] | np.ndarray) -> dict[str, int]:
-    """Count "easy" / "medium" / "hard" labels; all three keys are always present, in that order.
+    """Count "easy" / "medium" / "hard" labels; all three keys are always present, in that order, and
+    "unrated" is added when any task has no bucket yet.
 
     Dashboards and iteration records want a fixed shape even when a bucket is empty.
     """
     counts = {EASY: 0, MEDIUM: 0, HARD: 0}
     values = np.asarray(labels, dtype=object).ravel() if isinstance(labels, np.ndarray) else labels
     for label in values:
+        if label == UNRATED:
+            counts[UNRATED] = counts.get(UNRATED, 0) + 1
+            continue
         if label not in counts:
             raise ValueError(f"unknown difficulty label {label!r}; expected one of {list(counts)}")
         counts[label] += 1

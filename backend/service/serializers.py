@@ -12,6 +12,13 @@ def iso(value: Any) -> str | None:
     return value.isoformat() if value is not None else None
 
 
+def accuracy_interval(it: Iteration) -> list[float] | None:
+    """The round's 95 % interval of its headline figure, as recorded by evaluate_split."""
+    evaluation = (it.metrics or {}).get("evaluation") or {}
+    low, high = evaluation.get("accuracy_low"), evaluation.get("accuracy_high")
+    return [float(low), float(high)] if low is not None and high is not None else None
+
+
 def iteration_json(it: Iteration, full: bool = True) -> dict[str, Any]:
     """One iteration for the JSON API. ``full=False`` leaves out the per-task validation arrays (kept in
     SQL for auto-labelling; they grow with the validation split and would repeat in every listing)."""
@@ -33,6 +40,8 @@ def iteration_json(it: Iteration, full: bool = True) -> dict[str, Any]:
         "strategy": it.strategy,
         "queue": it.queue,
         "accuracy": it.accuracy,
+        # 95 % interval of the headline figure over the n_validation tasks (None before any validation).
+        "accuracy_interval": accuracy_interval(it),
         "macro_f1": it.macro_f1,
         "metrics": it.metrics if full or not it.metrics else {k: v for k, v in it.metrics.items() if k != "validation"},
         "fit_seconds": it.fit_seconds,

@@ -34,7 +34,8 @@ from backend.service.reading import PendingRead
 from backend.store import Store
 from backend.store.artifacts import ModelStore
 from backend.store.schema import Iteration, Project, utcnow
-from model.difficulty import DifficultyThresholds, bucket, bucket_counts, fit_thresholds
+from model.difficulty import UNRATED, DifficultyThresholds, bucket, bucket_counts, fit_thresholds
+from model.evaluation import bootstrap_interval, proportion_interval
 from model.queue import get_queue
 from model.scoring import Ordered, Scored, order, score, score_batches
 from model.stopping import StopRule, mean_normalised_uncertainty, stable_sample
@@ -223,6 +224,9 @@ def evaluate_split(estimator: Any, strategy: str, spec: TaskType, split: Split,
         "correct": [int(c) for c in correct],
     }
     metrics["autolabel_curve"] = _curve_json(val.decision, correct)
+    interval = headline_interval(spec, split, val, correct, report.get("accuracy"))
+    if interval is not None:
+        metrics["evaluation"]["accuracy_low"], metrics["evaluation"]["accuracy_high"] = interval
     rows = spec.threshold_rows(split.val_y, val.labels)
     if rows is not None:  # e.g. one row per predicted box: what a detection threshold is certified on
         metrics["validation"]["rows"] = rows
@@ -232,6 +236,25 @@ def evaluate_split(estimator: Any, strategy: str, spec: TaskType, split: Split,
         ece=report["ece"],
         thresholds=fit_thresholds(val.uncertainty, correct),
     )
+
+
+def headline_interval(spec: TaskType, split: Split, val: Scored, correct: np.ndarray,
+                      accuracy: float | None) -> tuple[float, float] | None:
+    """A 95 % interval for the headline figure, so "1.000" from one validation task reads as [0.21, 1.00].
+
+    When the headline is the share of validation tasks predicted right (classes), its Wilson interval;
+    otherwise (mAP, span F1, a mean over controls) a bootstrap over the validation tasks.
+    """
+    if accuracy is None or not len(correct):
+        return None
+    if abs(float(correct.mean()) - float(accuracy)) < 1e-9:
+        return proportion_interval(int(correct.sum()), len(correct))
+
+    def resampled(idx: np.ndarray) -> float | None:
+        report = spec.evaluate([split.val_y[i] for i in idx], [val.labels[i] for i in idx], val.probs[idx])
+        return report.get("accuracy")
+
+    return bootstrap_interval(resampled, len(correct))
 
 
 class StepTimer:
@@ -247,6 +270,15 @@ class StepTimer:
             yield
         finally:
             self.seconds[name] = round(self.seconds.get(name, 0.0) + time.perf_counter() - start, 4)
+
+
+def difficulty_of(uncertainty: np.ndarray, thresholds: DifficultyThresholds) -> np.ndarray:
+    """Easy / medium / hard per pool task once the validation split has fitted the thresholds; until then
+    (fewer validation labels than ``fit_thresholds`` needs) every task is "unrated": a default cut on a
+    sampled strategy's uncertainty once called a whole pool easy at 33 % accuracy."""
+    if thresholds.source == "default":
+        return np.full(len(uncertainty), UNRATED, dtype=object)
+    return bucket(uncertainty, thresholds.easy_below, thresholds.hard_above)
 
 
 def score_rows(pool_ids: list[int], pool: Scored, queued: Ordered, difficulty: np.ndarray,
@@ -434,8 +466,9 @@ class IterationRunner:
             stream = pool_streams(pool_ids, policy)
             queued = order(policy.queue, pool, random_state=iteration.number, reserved=stream != "active",
                            warmup=policy.warmup, labels_per_class=len(split.train_y) / max(1, pool.probs.shape[1]))
-            difficulty = bucket(pool.uncertainty, evaluation.thresholds.easy_below, evaluation.thresholds.hard_above)
-        metrics["difficulty"] = {**evaluation.thresholds_json(), "counts": bucket_counts(difficulty)}
+            difficulty = difficulty_of(pool.uncertainty, evaluation.thresholds)
+        metrics["difficulty"] = {**evaluation.thresholds_json(), "counts": bucket_counts(difficulty),
+                                 "rated": evaluation.thresholds.source != "default"}
         with steps("stopping"):
             kappa, stop_suggested = self._stopping(project, iteration, spec, pool_ids, pool.labels)
         metrics["stopping"] = {"threshold": policy.stop_kappa, "window": policy.stop_window,

@@ -1,0 +1,52 @@
+"""Numbers a team can believe: every accuracy comes with its validation size and an interval, and no
+difficulty bucket is shown before the validation split can fit one."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from backend.service.serializers import iteration_json
+from backend.service.training import difficulty_of
+from model.difficulty import DEFAULT_THRESHOLDS, DifficultyThresholds, bucket_counts
+from model.evaluation import bootstrap_interval, proportion_interval
+from tests.unit.test_app import setup_project
+
+
+def test_the_wilson_interval_of_a_tiny_validation_split_is_wide() -> None:
+    assert proportion_interval(0, 0) is None
+    low, high = proportion_interval(1, 1)
+    assert low == pytest.approx(0.2065, abs=1e-4) and high == 1.0
+    low, high = proportion_interval(2, 6)
+    assert low < 0.1 and high > 0.69
+    low, high = proportion_interval(400, 500)
+    assert 0.76 < low < 0.8 < high < 0.84
+
+
+def test_a_bootstrap_interval_covers_the_metric_and_skips_undefined_resamples() -> None:
+    values = np.array([0.0, 1.0] * 50)
+    low, high = bootstrap_interval(lambda idx: float(values[idx].mean()), len(values))
+    assert low < 0.5 < high and high - low < 0.3
+    assert bootstrap_interval(lambda idx: None, 10) is None
+
+
+def test_no_difficulty_before_the_thresholds_are_fitted() -> None:
+    u = np.array([0.05, 0.5, 0.9])
+    assert list(difficulty_of(u, DEFAULT_THRESHOLDS)) == ["unrated"] * 3
+    fitted = DifficultyThresholds(0.2, 0.6, "validation")
+    assert list(difficulty_of(u, fitted)) == ["easy", "medium", "hard"]
+    assert bucket_counts(difficulty_of(u, DEFAULT_THRESHOLDS)) == {"easy": 0, "medium": 0, "hard": 0, "unrated": 3}
+
+
+def test_a_round_records_the_interval_and_leaves_a_small_pool_unrated(app_env) -> None:
+    client, services, _ = app_env
+    assert setup_project(client, extra_params={"strategy": "margin"}).status_code == 200
+    services.jobs.trigger(1, "START_TRAINING", background=False)
+    services.jobs.drain(1)
+    (it,) = services.store.iterations(1)
+    assert it.status == "succeeded", it.error
+    body = iteration_json(it)
+    low, high = body["accuracy_interval"]
+    assert 0.0 <= low <= it.accuracy <= high <= 1.0 and high - low > 0.2  # a handful of validation tasks
+    assert body["n_validation"] < 20 and it.metrics["difficulty"]["rated"] is False
+    assert it.metrics["difficulty"]["counts"]["unrated"] == it.n_pool
