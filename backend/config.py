@@ -43,47 +43,75 @@ class ProjectPolicy(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    # Uncertainty: how the model's doubt about a task is measured (model/uncertainty.py, and each label family's
-    # own: backend/labelstudio/families.py). "auto": the family's default for the input (BALD for text classes,
-    # margin for image classes and boxes).
-    strategy: str = AUTO
-    # How the scored pool becomes a queue (model/queue.py): greedy, explore, power, cluster.
-    queue: str = "cluster"
-    # The estimator: a built-in kind, or bring your own: "path/to/file.py:factory" or "package.module:factory"
-    # returning a scikit-learn classifier (fit, predict_proba; optional transform, predict_proba_samples).
-    model: str = "auto"
-    # Types (besides scikit-learn, numpy, scipy) a bring-your-own model file may contain; loading refuses others.
-    # A bare class name means a class defined in the model's own file.
-    trusted_types: list[str] = Field(default_factory=list)
-    retrain_every: int = Field(default=10, ge=1, description="train once this many new labels arrived")
-    retrain_interval_s: int = Field(default=0, ge=0, description="also train every T seconds (0 = off)",
-                                    json_schema_extra={"env": "LABELLOOP_RETRAIN_INTERVAL"})
-    # Labels short of ``retrain_every`` (those that arrived during the last round, or the last few before a
-    # break) are trained on once no new label came for this long, so the model serving after the last label
-    # has learnt from every label; 0 = off.
-    idle_train_s: int = Field(default=30, ge=0, description="train on waiting labels after T quiet seconds",
-                              json_schema_extra={"env": "LABELLOOP_IDLE_TRAIN"})
-    validation_fraction: float = Field(default=0.2, ge=0.0, lt=1.0)
-    # Control stream (opt-in): this share of the tasks outside the validation stream (by task-id hash) is queued
-    # at random positions, and each round compares a shadow model fitted on those random labels with the active
-    # ones at equal label counts: "active vs random on your data" in the history and the report; 0 = off.
-    control_fraction: float = Field(default=0.0, ge=0.0, lt=1.0)
-    # Cold start: below this many labels per class part of the queue serves representative tasks (typical
-    # tasks of k-means clusters of the pool), handing over to the strategy as labels grow; 0 = off. On the
-    # real text sets it tied with the default (README, "Cold start"), so it is opt-in.
-    warmup: float = Field(default=0.0, ge=0.0, le=100.0)
-    set_sampling: bool = True
-    # Probability calibration fitted on out-of-fold training predictions (model/calibration.py).
-    calibration: str = "auto"
-    # Stopping signal: "stop suggested" once kappa >= stop_kappa for stop_window iterations in a row.
-    stop_kappa: float = Field(default=0.99, gt=0.0, le=1.0)
-    stop_window: int = Field(default=3, ge=1)
-    # Predictions of this many newest versions stay in Label Studio (0 = keep all); older ones are deleted,
-    # except versions an auto-labelling run used.
-    keep_versions: int = Field(default=2, ge=0)
-    # Object detection (RectangleLabels): parameters of the built-in detector (model.detection.BoxDetector),
-    # e.g. {"image_size": 128, "epochs": 60}; LABELLOOP_DETECTOR takes them as JSON.
-    detector: dict[str, Any] = Field(default_factory=dict)
+    # Each field's `description` is the user's documentation: docs/configuration.md is generated from it
+    # (python -m backend.configdoc --write). The validators below check the names a field accepts.
+    strategy: str = Field(default=AUTO, description=(
+        "How the model's doubt about a task is measured. `auto`: the label family's default for the input "
+        "(BALD for text classes; margin for image classes, for boxes, and for a model that cannot sample: "
+        "`logreg`, `committee` or your own). Classes: `least_confidence`, `margin`, `entropy` (logistic model); "
+        "`bald`, `predictive_entropy`, `variation_ratio`, `mean_std` (an MLP with Monte-Carlo dropout); "
+        "`vote_entropy`, `kl_consensus` (a bootstrapped committee). Boxes: `entropy`, `margin`, `least_confidence`, "
+        "`localization` (alias `mc_dropout`), `missed`, `random`, and the class names, mapped onto box ones. "
+        "`/setup` refuses a name the config's controls cannot be scored by, naming the ones they can."))
+    queue: str = Field(default="cluster", description=(
+        "How the scored pool becomes a queue: `greedy` (most uncertain first), `explore` (a share placed at "
+        "random), `power` (stochastic power sampling), `cluster` (k-means over the pool's features, round-robin "
+        "over the clusters)."))
+    model: str = Field(default="auto", description=(
+        "The estimator: `auto` (the strategy chooses: logistic regression; an MLP for Monte-Carlo-dropout "
+        "strategies such as the text default `bald`; a committee for committee strategies), `logreg`, `mlp`, "
+        "`committee`, or your own factory `path/to/file.py:make` / `package.module:make` returning an unfitted "
+        "scikit-learn classifier (see *Bring your own model*). In extra params a factory must also be allowed by "
+        "`LABELLOOP_CUSTOM_MODELS`."))
+    trusted_types: list[str] = Field(default_factory=list, description=(
+        "Classes a bring-your-own model file may contain besides scikit-learn, numpy and scipy ones (a bare name "
+        "means a class defined in the model's own file); loading refuses any other."))
+    retrain_every: int = Field(default=10, ge=1, description=(
+        "Train once this many new labels arrived (Label Studio's *Start training* button trains at once)."))
+    retrain_interval_s: int = Field(default=0, ge=0, description=(
+        "Also train every this many seconds when new labels arrived (0 = off)."),
+        json_schema_extra={"env": "LABELLOOP_RETRAIN_INTERVAL"})
+    idle_train_s: int = Field(default=30, ge=0, description=(
+        "Labels short of `retrain_every` (those that came while the last round ran, or the last few before a "
+        "break) are trained on once no label came for this many seconds, so the model serving after the last "
+        "label has learnt from every label (0 = off)."),
+        json_schema_extra={"env": "LABELLOOP_IDLE_TRAIN"})
+    validation_fraction: float = Field(default=0.2, ge=0.0, lt=1.0, description=(
+        "The random validation stream: tasks whose id hash falls under this share are never trained on, and "
+        "every round places them at random positions of the queue, so the ones annotators label are a random "
+        "sample of the pool (an unbiased yardstick, not the hard cases the strategy picked). Tasks whose "
+        "annotation is marked *ground truth* replace it when there are any; the history says which "
+        "(`metrics.validation_source`: `ground_truth` or `random_stream`). 0 = no validation."))
+    control_fraction: float = Field(default=0.0, ge=0.0, lt=1.0, description=(
+        "The control stream: this share of the tasks outside the validation stream (by task-id hash) is queued "
+        "at random positions, and each round compares a shadow model fitted on those random labels with the "
+        "active picks at equal label counts: *active vs random on your data* in the history and the report "
+        "(0 = off)."))
+    warmup: float = Field(default=0.0, ge=0.0, le=100.0, description=(
+        "Cold start: below this many labels per class, a share (1 - labels per class / warmup) of the queue's "
+        "positions serves representative tasks (the most typical task of k-means clusters of the pool's "
+        "features) before uncertainty takes over. 0 = off: on the real text sets it tied with the default."))
+    set_sampling: bool = Field(default=True, description=(
+        "Switch the Label Studio project to *Uncertainty sampling* after each round, so Label Studio serves "
+        "tasks in labelloop's order."))
+    calibration: str = Field(default="auto", description=(
+        "Probability calibration fitted on out-of-fold training predictions: `none`, `temperature`, `sigmoid`, "
+        "`isotonic`, or `auto` (temperature or sigmoid once there are enough labels; none under a sampled "
+        "strategy such as BALD, whose scores are the raw samples' mean). The one used is recorded per round."))
+    stop_kappa: float = Field(default=0.99, gt=0.0, le=1.0, description=(
+        "The stopping signal: \"stop suggested\" once consecutive rounds' predictions on a fixed sample of the "
+        "pool agree with Cohen's kappa of at least this, `stop_window` rounds in a row."))
+    stop_window: int = Field(default=3, ge=1, description="How many rounds in a row `stop_kappa` must hold.")
+    keep_versions: int = Field(default=2, ge=0, description=(
+        "Between rounds, delete from Label Studio the predictions of labelloop's versions older than the newest "
+        "N (0 = keep all); versions an auto-labelling run used are always kept. Without it every round adds "
+        "predictions and reading the project's tasks slows down round after round. Pruning waits until no round "
+        "runs or waits (two versions per pause; while annotators are at work, only once 8 versions wait), since "
+        "each delete holds Label Studio's write lock."))
+    detector: dict[str, Any] = Field(default_factory=dict, description=(
+        "Object detection: the built-in detector's parameters (`model.detection.BoxDetector`), e.g. "
+        "`{\"image_size\": 128, \"epochs\": 150, \"mc_samples\": 8}`; JSON in the environment. An unknown "
+        "name is refused."))
 
     @field_validator("strategy", "queue", "calibration")
     @classmethod
@@ -136,55 +164,70 @@ class ProjectPolicy(BaseModel):
 class Settings(BaseModel):
     """Process-wide settings. Build with :meth:`from_env`; tests pass values directly."""
 
-    label_studio_url: str | None = None
-    label_studio_api_key: str | None = None
+    label_studio_url: str | None = Field(default=None, description=(
+        "The Label Studio labelloop reads labels from and pushes predictions to, e.g. `http://localhost:8080`. "
+        "Unset: each project uses the `hostname` Label Studio sends to `/setup`."))
+    label_studio_api_key: str | None = Field(default=None, description=(
+        "A Label Studio legacy token or personal access token (*Account & Settings*), used with "
+        "`LABEL_STUDIO_URL`. Unset: each project uses the `access_token` Label Studio sends to `/setup`."))
     model_dir: Path = Path("var/labelloop")
-    database_url: str | None = None
-    basic_auth_user: str | None = None
-    basic_auth_pass: str | None = None
-    policy: ProjectPolicy = ProjectPolicy()
-    # What this process does: "all" serves and trains (the default single process); "serve" answers Label
-    # Studio and only queues training and jobs (`labelloop serve --no-train`); "worker" trains and runs jobs
-    # without serving (`labelloop worker`, e.g. on a GPU box sharing the database).
-    role: Literal["all", "serve", "worker"] = "all"
-    # Sent by people and scripts in X-Labelloop-Operator-Token: needed for the operator routes
-    # (/projects/..., /jobs/...) and to re-point a project to another Label Studio. Unset: routes open.
-    operator_token: str | None = None
-    # Bring-your-own model factories a project may name in /setup extra_params (running a factory runs the
-    # user's code: the operator decides which). The environment's own LABELLOOP_MODEL is always allowed.
-    custom_models: list[str] = Field(default_factory=list)
-    # New project rows stop here, so ids nobody uses cannot grow the database without bound.
-    max_projects: int = Field(default=1000, ge=1)
-    # How long a training lease lasts without a heartbeat: a crashed worker frees the project after this.
-    lease_seconds: int = 120
-    # How often each serving worker looks for due timers and orphaned queued iterations.
-    tick_seconds: float = 5.0
-    # Predictions pushed to Label Studio per API call. Label Studio 1.23 recounts every task of the project
-    # after each call (1.65 s on 12,000 tasks, 0.17 s on 1,200, whatever the batch holds; ~1 ms a prediction
-    # on top), in write transactions of 1,000 tasks each: one call for the whole head costs the least time
-    # and the fewest write locks annotators wait behind (benchmarks/push_cost.py measures it).
-    push_batch_size: int = Field(default=500, ge=1)
-    # Predictions pushed per round: the head of the queue, what annotators reach before the next round (0 =
-    # every pool task). Tasks past it get their prediction from /predict when opened, from the round's rows.
-    push_limit: int = Field(default=500, ge=0)
-    # Request limits (backend/web/). A body over max_body_bytes is refused with 413 before it is read; /predict
-    # takes at most max_predict_tasks tasks (Label Studio gives up on a request after 100 s) and scores them
-    # predict_batch_size at a time so a worker's memory stays bounded; a webhook's payload is stored trimmed to
-    # at most max_event_bytes of JSON (the events table is a record, not a copy of Label Studio).
-    max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
-    max_predict_tasks: int = Field(default=10_000, ge=1)
-    predict_batch_size: int = Field(default=500, ge=1)
-    max_event_bytes: int = Field(default=64 * 1024, ge=1024)
-    # Task images (backend/labelstudio/images.py). Loopback, private, link-local, multicast and reserved
-    # addresses are refused unless named here (hosts, IPs or CIDR networks); Label Studio's own origin always
-    # may serve images. A laptop with a local image server needs e.g. LABELLOOP_IMAGE_ALLOW=127.0.0.1.
-    image_allow: list[str] = Field(default_factory=list)
-    # One image may take this long in all (DNS, connect, redirects, body), so a server that drips bytes
-    # cannot hold a request or a training round.
-    image_deadline_seconds: float = Field(default=15.0, gt=0)
-    image_max_bytes: int = Field(default=50 * 1024 * 1024, ge=1)
-    # Checked on the header, before decoding: a small file may claim a huge canvas (RGB costs 3 bytes a pixel).
-    image_max_pixels: int = Field(default=40_000_000, ge=1)
+    database_url: str | None = Field(default=None, description=(
+        "The history store, as an SQLAlchemy URL. Unset: SQLite in `MODEL_DIR` (`labelloop.sqlite3`). "
+        "PostgreSQL: `postgresql+psycopg://user:pass@host/db`; serving replicas and training workers share one."))
+    basic_auth_user: str | None = Field(default=None, description=(
+        "With `BASIC_AUTH_PASS`, every route needs HTTP basic auth. Label Studio's auto-created webhook sends no "
+        "auth header: add one (`Authorization: Basic ...`) to the project's webhook in *Settings -> Webhooks*."))
+    basic_auth_pass: str | None = Field(default=None, description="The password for `BASIC_AUTH_USER`.")
+    policy: ProjectPolicy = Field(default=ProjectPolicy(), description=(
+        "Every project's defaults, from the `LABELLOOP_<FIELD>` variables; `/setup` extra params override them."))
+    role: Literal["all", "serve", "worker"] = Field(default="all", description=(
+        "What this process does: `all` serves and trains; `serve` answers Label Studio and only queues training "
+        "and jobs (`labelloop serve --no-train`); `worker` trains and runs jobs without serving (`labelloop "
+        "worker`, e.g. on a GPU box sharing the database)."))
+    operator_token: str | None = Field(default=None, description=(
+        "When set, the operators' routes (`/projects/...`, `/jobs/...`) need it in the "
+        "`X-Labelloop-Operator-Token` header, and re-pointing a project to another Label Studio needs it too. "
+        "Unset: those routes are open."))
+    custom_models: list[str] = Field(default_factory=list, description=(
+        "Bring-your-own model factories a project may name in `/setup` extra params (running a factory runs its "
+        "code: the operator decides which). The environment's own `LABELLOOP_MODEL` is always allowed."))
+    max_projects: int = Field(default=1000, ge=1, description=(
+        "New project rows stop here, so requests naming unknown project ids cannot grow the database."))
+    lease_seconds: int = Field(default=120, description=(
+        "How long a training lease lasts without a heartbeat: a crashed trainer frees the project after this."))
+    tick_seconds: float = Field(default=5.0, description=(
+        "How often each process looks for due timers (interval and idle training) and orphaned queued rounds."))
+    # Label Studio 1.23 recounts every task of the project after each import call (1.65 s on 12,000 tasks,
+    # whatever the call holds), in write transactions annotators wait behind: one call per round costs least.
+    push_batch_size: int = Field(default=500, ge=1, description=(
+        "Predictions pushed to Label Studio per API call (paced and retried). Label Studio recounts the whole "
+        "project after every call, so one call for the queue's head costs least (`benchmarks/push_cost.py`)."))
+    push_limit: int = Field(default=500, ge=0, description=(
+        "The most predictions a round pushes: the head of the queue, what annotators reach before the next "
+        "round (0 = every pool task). The first round pushes this many; later ones push 4x the labels that "
+        "arrived over the last round's cycle, at least 100 and 4 x `LABELLOOP_RETRAIN_EVERY`. A task past the "
+        "head gets the round's prediction from `/predict` (from the round's stored rows) when it is opened."))
+    max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024, description=(
+        "A request body over this is refused with 413 before it is read."))
+    max_predict_tasks: int = Field(default=10_000, ge=1, description=(
+        "The most tasks one `/predict` takes (Label Studio gives up on a request after 100 s); more get a 413 "
+        "saying how to split them."))
+    predict_batch_size: int = Field(default=500, ge=1, description=(
+        "Tasks `/predict` scores per model pass, so a worker's memory stays bounded."))
+    max_event_bytes: int = Field(default=64 * 1024, ge=1024, description=(
+        "A webhook's payload is stored trimmed to at most this much JSON (the events table is a record, not a "
+        "copy of Label Studio)."))
+    image_allow: list[str] = Field(default_factory=list, description=(
+        "Image fetches refuse loopback, private, link-local, multicast and reserved addresses (checked after DNS "
+        "and on every redirect) unless named here: hosts, IPs or CIDR networks, e.g. "
+        "`127.0.0.1` for a local image server. Label Studio's own origin may always serve images."))
+    image_deadline_seconds: float = Field(default=15.0, gt=0, description=(
+        "One image's total time (DNS, connect, redirects, body), so a server that drips bytes cannot hold a "
+        "request or a round."))
+    image_max_bytes: int = Field(default=50 * 1024 * 1024, ge=1, description="One image's largest size, in bytes.")
+    image_max_pixels: int = Field(default=40_000_000, ge=1, description=(
+        "One image's largest pixel count, checked on the header before decoding: a small file may claim a huge "
+        "canvas (RGB costs 3 bytes a pixel)."))
 
     @field_validator("image_allow")
     @classmethod
