@@ -21,6 +21,7 @@ from backend.service.access import Forbidden
 from backend.service.container import OPERATOR_HEADER, Services
 from backend.store import Store
 from backend.web import history, protocol
+from backend.web import status as status_page
 from backend.web.jsonio import FastJSONProvider
 from backend.web.params import TooLarge
 
@@ -63,6 +64,7 @@ def create_app(settings: Settings | None = None, *, start_jobs: bool = True, mig
     services.is_outage = protocol.database_unavailable
     app.register_blueprint(protocol.bp)
     app.register_blueprint(history.bp)
+    app.register_blueprint(status_page.bp)  # the status page for people: / and /status/<id>
     return app
 
 
