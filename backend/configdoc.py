@@ -62,6 +62,9 @@ def settings_env_names() -> dict[str, str]:
 
 
 def _default(info: FieldInfo) -> str:
+    factory = info.default_factory
+    if factory is not None and factory not in (list, dict):
+        return "computed at start-up"  # e.g. a per-user directory: the page must not depend on who built it
     value = info.get_default(call_default_factory=True)
     if value is None or value == []:
         return "unset"
