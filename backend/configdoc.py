@@ -127,7 +127,7 @@ def render() -> str:
         f"<!-- Generated from backend/config.py by `{COMMAND}`; do not edit by hand. -->",
         "",
         "Everything is read from the environment when a process starts. A process refuses to start on a",
-        "malformed value and names the variable. `serve`, `worker` and every command read the same variables,",
+        "malformed value and names the setting. `serve`, `worker` and every command read the same variables,",
         "so give them the same environment (and the same working directory when `MODEL_DIR` is relative).",
         "",
         "## Per-project policy",
