@@ -264,21 +264,20 @@ def round_row(it: Iteration, scrub: Any) -> dict[str, Any]:
     return {
         "number": data["number"], "version": data["version"], "trigger": data["trigger"], "status": data["status"],
         "labels": data["labels_used"], "n_validation": data["n_validation"], "accuracy": accuracy_text(data),
-        "fit": None if fit is None else (f"{fit:.2f} s" if fit < 10 else f"{fit:.0f} s"),
+        "fit": None if fit is None else f"{fit:.{2 if fit < 10 else 1 if fit < 100 else 0}f} s",
         "finished": when(it.finished_at), "queued": when(it.queued_at),
         "error": scrub(data["error"]) if data["error"] else None,
     }
 
 
-def accuracy_text(data: dict[str, Any]) -> str | None:
-    """``0.812 (95 % interval 0.70-0.90)``; None before the round had validation labels."""
+def accuracy_text(data: dict[str, Any]) -> dict[str, str] | None:
+    """The headline figure and its 95 % interval (``0.812``, ``0.700–0.900``); None before validation labels."""
     accuracy = data.get("accuracy")
     if accuracy is None:
         return None
     interval = data.get("accuracy_interval")
-    if not interval:
-        return f"{accuracy:.3f}"
-    return f"{accuracy:.3f} (95 % interval {interval[0]:.3f}–{interval[1]:.3f})"
+    return {"value": f"{accuracy:.3f}", "interval": f"{interval[0]:.3f}–{interval[1]:.3f}" if interval else "",
+            "n": str(data.get("n_validation") or 0)}
 
 
 def labels_view(svc: Services, project: Project) -> dict[str, Any]:

@@ -54,13 +54,15 @@ def test_a_successful_round_shows_its_version_accuracy_interval_and_plots(app_en
     assert it.status == "succeeded", it.error
     data = iteration_json(it)
     low, high = data["accuracy_interval"]
-    accuracy = f"{it.accuracy:.3f} (95 % interval {low:.3f}–{high:.3f})"
+    accuracy = f"{it.accuracy:.3f} ({low:.3f}–{high:.3f})"
 
     page = client.get("/status/1")
     assert page.status_code == 200
     text = text_of(page.data)
     assert "Project 1 idle" in text and "last round 1 succeeded" in text
-    assert "serving version it-1" in text and accuracy in text
+    assert "serving version it-1" in text
+    assert (f"its accuracy {it.accuracy:.3f} 95 % interval {low:.3f}–{high:.3f}, on {it.n_validation} "
+            "validation labels") in text
     row = f"1 it-1 START_TRAINING succeeded {it.labels_used} {it.n_validation} {accuracy} {it.fit_seconds:.2f} s"
     assert row in text
     assert "http://label-studio.invalid/projects/1/data" in page.data.decode()
