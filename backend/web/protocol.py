@@ -108,6 +108,8 @@ def predict() -> Response:
     for i, task in enumerate(tasks):
         if not isinstance(task, dict):
             raise BadInput(f"'tasks[{i}]' must be a task object", field=f"tasks[{i}]")
+        # A Label Studio id (32-bit, what the round's rows are keyed by), or none: a task not stored yet.
+        optional_id(task.get("id"), f"tasks[{i}].id")
     if not tasks:
         return jsonify(results=[], model_version=UNTRAINED)
     if body.get("project"):

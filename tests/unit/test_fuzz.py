@@ -12,6 +12,8 @@ The run's figures (requests per database, status counts) are printed; see them w
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import os
 import time
@@ -24,6 +26,7 @@ from urllib.parse import quote
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from PIL import Image
 from sqlalchemy import func, select
 
 from backend.config import ProjectPolicy, Settings
@@ -284,6 +287,93 @@ def test_other_bad_values_name_their_field(hard_app) -> None:
         assert_named_4xx(client.post(path, json=body), 400, name)
     assert_named_4xx(client.put("/webhook", json={}), 405, "method")
     assert_named_4xx(client.get("/nowhere"), 404, "path")
+
+
+# --------------------------------------------------------------------------------------------- served projects
+IMAGE_CONFIG = ('<View><Image name="img" value="$image"/><Choices name="scene" toName="img">'
+                '<Choice value="red"/><Choice value="blue"/></Choices></View>')
+BOXES_CONFIG = ('<View><Image name="image" value="$image"/><RectangleLabels name="box" toName="image">'
+                '<Label value="circle"/><Label value="square"/></RectangleLabels></View>')
+
+
+def png_uri(colour: tuple[int, int, int], size: int = 8) -> str:
+    """A small solid PNG as Label Studio stores an inline image."""
+    buf = io.BytesIO()
+    Image.new("RGB", (size, size), colour).save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+RED, BLUE = png_uri((220, 10, 10)), png_uri((10, 10, 220))
+
+
+def image_tasks(n_labelled: int, n_pool: int) -> list[dict[str, Any]]:
+    """Red and blue squares (ids from 200), the first ``n_labelled`` annotated with their colour."""
+    tasks = []
+    for i in range(n_labelled + n_pool):
+        colour = "red" if i % 2 == 0 else "blue"
+        shade = 150 + 5 * i
+        uri = png_uri((shade, 10, 10) if colour == "red" else (10, 10, shade))
+        task: dict[str, Any] = {"id": 200 + i, "data": {"image": uri}, "annotations": []}
+        if i < n_labelled:
+            task["annotations"] = [{"id": 2000 + i, "result": [
+                {"from_name": "scene", "to_name": "img", "type": "choices", "value": {"choices": [colour]}}]}]
+        tasks.append(task)
+    return tasks
+
+
+def serve_projects(client, services, text_gateway: FakeGateway) -> None:
+    """Project 1 (text) and 2 (image Choices) each with a model serving it-1; each reads its own Label Studio."""
+    gateways = {1: text_gateway, 2: FakeGateway(image_tasks(16, 8))}
+    services.gateway_for = lambda project: gateways.get(project.id, text_gateway)
+    for project_id, schema in ((1, CONFIG), (2, IMAGE_CONFIG)):
+        assert client.post("/setup", json={"project": f"{project_id}.1", "schema": schema}).status_code == 200
+        services.jobs.trigger(project_id, "START_TRAINING", background=False)
+        services.jobs.drain(project_id)
+        (it,) = services.store.iterations(project_id)
+        assert it.status == "succeeded", it.error
+
+
+@pytest.fixture
+def served(app_env) -> tuple[Any, Any]:
+    client, services, gateway = app_env
+    serve_projects(client, services, gateway)
+    return client, services
+
+
+def predict(client, project: int, task: dict[str, Any], label_config: str | None = None):
+    body: dict[str, Any] = {"project": f"{project}.1", "tasks": [task]}
+    if label_config is not None:
+        body["label_config"] = label_config
+    return client.post("/predict", json=body)
+
+
+# One of the 500s a 3,008-request fuzz run found on /predict: a task id of 2**40 (the others follow).
+REPORTED_500S = [
+    pytest.param({"id": 2**40, "data": {"text": "a fine film"}}, CONFIG, "tasks[0].id", id="task id 2**40"),
+]
+
+
+@pytest.mark.parametrize(("task", "label_config", "field"), REPORTED_500S)
+def test_the_reported_500s_are_400_naming_the_field(served, task, label_config, field) -> None:
+    client, services = served
+    assert_named_4xx(predict(client, 2, task, label_config), 400, field)
+    assert services.store.serving_state(2).version == "it-1"  # nothing changed for the project
+    body = predict(client, 2, {"id": 7, "data": {"image": RED}}).get_json()
+    assert body["model_version"] == "it-1" and body["results"][0]["result"][0]["value"]["choices"] == ["red"]
+
+
+BAD_TASK_IDS = [0, -1, MAX_ID + 1, 2**40, 2**63, 10**30, 1.5, 7.0, True, False, "7", "", [7], {"id": 7}]
+
+
+@pytest.mark.parametrize("project", [1, 2])
+def test_task_ids_are_label_studio_ids_or_none(served, project: int) -> None:
+    client, _ = served
+    data = {"text": "a superb film"} if project == 1 else {"image": RED}
+    for bad in BAD_TASK_IDS:
+        assert_named_4xx(predict(client, project, {"id": bad, "data": data}), 400, "tasks[0].id")
+    for ok in ({"id": None}, {}, {"id": MAX_ID}, {"id": 1}):  # no id: a task Label Studio has not stored yet
+        body = predict(client, project, {**ok, "data": data}).get_json()
+        assert body["model_version"] == "it-1" and len(body["results"]) == 1, (ok, body)
 
 
 # --------------------------------------------------------------------------------------------- strategies
