@@ -7,16 +7,18 @@ is its task type's business (labelstudio/tasktypes/).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import fields
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from backend.errors import BadInput
+from backend.labelstudio.families import controls_of
 
 if TYPE_CHECKING:
     from backend.labelstudio.tasktypes import TaskType
 
-__all__ = ["BadInput", "ImageLoader", "pick_annotation", "task_input", "task_inputs"]
+__all__ = ["BadInput", "ImageLoader", "check_served", "pick_annotation", "task_input", "task_inputs"]
 
 
 ImageLoader = Callable[[str], np.ndarray]
@@ -55,6 +57,34 @@ def task_input(task: dict[str, Any], spec: TaskType, load_image: ImageLoader | N
 def task_inputs(tasks: Sequence[dict[str, Any]], spec: TaskType, load_image: ImageLoader | None,
                 where: str = "tasks") -> list[str | np.ndarray]:
     return [task_input(t, spec, load_image, where=f"{where}[{i}]") for i, t in enumerate(tasks)]
+
+
+def check_served(asked: TaskType, served: TaskType, version: str, field: str = "label_config") -> None:
+    """Refuse (BadInput naming ``field``) a label config whose tasks the serving model cannot score.
+
+    Label Studio sends its current config with every /predict, and a user may edit it after a round: to
+    read another object, data field or modality, or to add or change a control. The model knows only what
+    it was trained on; fed other input, or its answers built as another control's, it fails inside scoring.
+    A class added or renamed is no reason to refuse: the model predicts the classes it knows.
+    """
+    if asked != served and _model_shape(asked) != _model_shape(served):
+        raise BadInput(f"'{field}' asks for {_described(asked)}, but the model serving this project ({version}) "
+                       f"was trained for {_described(served)}; a round on the new config serves it "
+                       "(Label Studio's Start Training, or the next round due)", field=field)
+
+
+def _model_shape(spec: TaskType) -> tuple[Any, ...]:
+    """Every control's tag and settings (names, object, data field, modality, single or multiple): all but
+    its class names."""
+    return tuple((c.tag, *((f.name, getattr(c, f.name)) for f in fields(c) if f.name != "labels"))
+                 for c in controls_of(spec))
+
+
+def _described(spec: TaskType) -> str:
+    multiple = ' choice="multiple"'
+    controls = ", ".join(f'<{c.tag} name="{c.from_name}"{multiple if getattr(c, "multi_label", False) else ""}>'
+                         for c in controls_of(spec))
+    return f"{controls} over the {spec.modality} in data field '{spec.data_key}'"
 
 
 def pick_annotation(annotations: Sequence[dict[str, Any]]) -> dict[str, Any] | None:

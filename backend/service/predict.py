@@ -10,7 +10,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from backend.labelstudio.labelconfig import TaskType, cached_spec
-from backend.labelstudio.tasks import ImageLoader, task_input, task_inputs
+from backend.labelstudio.tasks import ImageLoader, check_served, task_input, task_inputs
 from backend.memory import release_free_heap
 from backend.service.container import Services
 from backend.service.models import resolve_strategy, trusted_types
@@ -42,6 +42,8 @@ def predict_tasks(services: Services, project_id: int, tasks: list[dict[str, Any
         if spec.modality == "text":
             task_inputs(tasks, spec, None)
         return [], UNTRAINED
+    if label_config and state.label_config:  # the config the request brings must be one the model can serve
+        check_served(spec, cached_spec(state.label_config), state.version)
     results: list[dict[str, Any] | None] = [None] * len(tasks)
     todo = _answer_from_round(services, project_id, state.iteration_id, state.version, spec, tasks, results)
     if todo:
