@@ -45,6 +45,8 @@ def test_the_index_renders_before_any_project(app_env) -> None:
     unknown = client.get("/status/7")
     assert unknown.status_code == 404 and "knows no project 7" in text_of(unknown.data)
     assert client.get("/status/7/report").status_code == 404
+    for path in ("/status/0", "/status/99999999999", "/status/7/plots/..%2Fdb.sqlite3", "/status/7/plots/x.png"):
+        assert client.get(path).status_code == 404, path
 
 
 def test_a_successful_round_shows_its_version_accuracy_interval_and_plots(app_env) -> None:
