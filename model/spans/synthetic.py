@@ -7,10 +7,13 @@ set can hold names no training document has (the tagger must generalise from sha
 memorise words).
 
 ``ambiguity``: the share of sentences that name an entity in a context that says nothing about its
-type ("Everyone was talking about X again."), where X is a person, place or organisation name
-labelled at random with one of those three labels, whatever the name. No model can be sure there,
-which is what a calibration check needs: a calibrated tagger gives such spans scores of about 1/3
-and is right about a third of the time.
+type ("Everyone was talking about X again."), where X is a name that is a person, a place or a
+company alike (Jordan, Morgan, Florence...: a pool of its own, used nowhere else) labelled at random:
+a person with probability 0.6, a place 0.3, a company 0.1 (:data:`AMBIGUOUS_LABELS`). No model can
+be sure there, which is what a calibration check needs: the best answer is "person", right 60 % of
+the time, so a calibrated tagger scores such spans about 0.6. (The split is uneven on purpose: with
+three equally likely labels the label a model sees most often in its few training examples is right
+less often than it was there, and even an exact posterior looks overconfident.)
 
 Languages: English (``en``), Japanese (``ja``) and Chinese (``zh``), the last two written without
 spaces, for the tokenizer's per-script rules.
@@ -24,6 +27,8 @@ from typing import Any
 import numpy as np
 
 LABELS = ("PER", "LOC", "ORG", "DATE")
+#: The labels of an ambiguous name and their probabilities (see the module docstring).
+AMBIGUOUS_LABELS = {"PER": 0.6, "LOC": 0.3, "ORG": 0.1}
 
 _EN = {
     "PER": ["Alice Johnson", "Bob Smith", "Carla Gomez", "David Lee", "Emma Brown", "Farid Khan",
@@ -42,6 +47,8 @@ _EN = {
              "next week", "July 4, 2016", "December 12", "April 2023", "last winter",
              "September 21", "2015", "February 28"],
 }
+_EN_AMBIGUOUS = ["Jordan", "Morgan", "Madison", "Chelsea", "Florence", "Victoria", "Georgia", "Austin", "Phoenix",
+                 "Savannah", "Lincoln", "Dallas", "Denver", "Regina", "Tyler", "Orlando"]
 _EN_TEMPLATES = [
     "{PER} visited {LOC} on {DATE}.", "{PER} works for {ORG} in {LOC}.", "{ORG} opened a new office in {LOC}.",
     "On {DATE}, {PER} met {PER} at the {ORG} headquarters.", "The weather in {LOC} was mild {DATE}.",
@@ -66,6 +73,7 @@ _JA = {
     "DATE": ["三月三日", "2021年", "昨日", "先週", "去年", "五月", "2019年4月", "今朝", "来月",
              "十月十日", "2018年", "先月", "今年", "2022年1月", "明日", "八月"],
 }
+_JA_AMBIGUOUS = ["さくら", "ひかり", "あおい", "みどり", "つばさ", "はるか", "あさひ", "のぞみ"]
 _JA_TEMPLATES = [
     "{PER}さんは{DATE}に{LOC}へ行きました。", "{ORG}は{LOC}に新しい工場を建てた。", "{DATE}、{PER}が{ORG}に入社した。",
     "{LOC}の天気は晴れでした。", "{PER}と{PER}は{LOC}で会った。", "会議は予定より早く終わった。",
@@ -82,6 +90,7 @@ _ZH = {
     "DATE": ["2021年3月", "去年", "昨天", "上周", "今年", "五月", "2019年", "明天", "下个月",
              "十月一日", "2018年", "上个月", "今天", "2022年1月", "前年", "八月"],
 }
+_ZH_AMBIGUOUS = ["长城", "光明", "长江", "黄山", "太平", "东方", "华夏", "中华"]
 _ZH_TEMPLATES = [
     "{PER}在{LOC}工作。", "{ORG}宣布在{LOC}建立新工厂。", "{DATE}，{PER}访问了{ORG}。", "{LOC}的天气很好。",
     "{PER}和{PER}从{LOC}飞往{LOC}。", "会议提前结束了。", "{ORG}的股价在{DATE}上涨。",
@@ -89,9 +98,9 @@ _ZH_TEMPLATES = [
 ]
 
 _LANGUAGES: dict[str, tuple[dict[str, list[str]], list[str], list[str], str]] = {
-    "en": (_EN, _EN_TEMPLATES, _EN_NEUTRAL, " "),
-    "ja": (_JA, _JA_TEMPLATES, ["みんなが{AMB}の話をしていた。"], ""),
-    "zh": (_ZH, _ZH_TEMPLATES, ["大家又在谈论{AMB}。"], ""),
+    "en": ({**_EN, "AMB": _EN_AMBIGUOUS}, _EN_TEMPLATES, _EN_NEUTRAL, " "),
+    "ja": ({**_JA, "AMB": _JA_AMBIGUOUS}, _JA_TEMPLATES, ["みんなが{AMB}の話をしていた。"], ""),
+    "zh": ({**_ZH, "AMB": _ZH_AMBIGUOUS}, _ZH_TEMPLATES, ["大家又在谈论{AMB}。"], ""),
 }
 _SLOT = re.compile(r"\{(PER|LOC|ORG|DATE|AMB)\}")
 
@@ -129,9 +138,9 @@ def _fill(template: str, text: str, spans: list[dict[str, Any]], pools: dict[str
     for match in _SLOT.finditer(template):
         text += template[pos:match.start()]
         label = match.group(1)
-        names = pools[label] if label != "AMB" else pools[LABELS[int(rng.integers(3))]]
-        if label == "AMB":  # any name, any label: neither the context nor the name says which
-            label = LABELS[int(rng.integers(3))]
+        names = pools[label]
+        if label == "AMB":  # neither the context nor the name says which label
+            label = str(rng.choice(list(AMBIGUOUS_LABELS), p=list(AMBIGUOUS_LABELS.values())))
         name = names[int(rng.integers(len(names)))]
         spans.append({"start": len(text), "end": len(text) + len(name), "label": label})
         text += name
