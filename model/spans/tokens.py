@@ -35,6 +35,7 @@ with another span) are left out and reported likewise. Nothing is dropped silent
 from __future__ import annotations
 
 import bisect
+import numbers
 import re
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
@@ -159,7 +160,7 @@ class Misaligned:
         span = self.span if isinstance(self.span, Mapping) else {}
         for key in ("start", "end", "label"):
             value = span.get(key)
-            out[key] = value if isinstance(value, (int, str)) and not isinstance(value, bool) else None
+            out[key] = int(value) if _is_int(value) else value if isinstance(value, str) else None
         out.update(index=self.index, reason=self.reason, message=REASONS[self.reason],
                    snapped=list(self.snapped) if self.snapped else None)
         return out
@@ -218,9 +219,14 @@ def _parse_span(span: Any) -> tuple[int, int, str] | None:
     if not isinstance(span, Mapping):
         return None
     start, end, label = span.get("start"), span.get("end"), span.get("label")
-    if type(start) is not int or type(end) is not int or not isinstance(label, str):
+    if not (_is_int(start) and _is_int(end) and isinstance(label, str)):
         return None
-    return start, end, label
+    return int(start), int(end), label
+
+
+def _is_int(value: Any) -> bool:
+    """An integer offset (numpy's too), but not a bool or a float that happens to be whole."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def _snap_reason(start: int, end: int, first: Token, last: Token) -> str | None:

@@ -2,6 +2,7 @@
 
 import unicodedata
 
+import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -149,6 +150,7 @@ def test_misaligned_spans_are_snapped_and_reported():
     assert by_index[4].reason == "no_token" and by_index[5].reason == "bad_offsets"
     assert by_index[6].reason == "unknown_label" and by_index[7].reason == "not_a_span"
     assert len(reports) == 7
+    assert align("in Oslo", [{"start": np.int64(3), "end": np.int64(7), "label": "LOC"}]) == (["O", "B-LOC"], [])
     report = by_index[1].to_json(doc=0)
     assert report == {"doc": 0, "start": 21, "end": 25, "label": "LOC", "index": 1, "reason": "end_inside_token",
                       "message": REASONS["end_inside_token"], "snapped": [21, 26]}
