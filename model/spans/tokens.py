@@ -24,6 +24,13 @@ How text becomes tokens (:func:`tokenize`), by script:
   marks, for the same reason as Han;
 * whitespace, control characters and zero-width separators are never part of a token.
 
+``granularity="word"`` configs: Label Studio then snaps a selection to the browser's word boundaries
+(Unicode word breaks). Those are never finer than these tokens -- a word break falls between letters
+and punctuation, at spaces, and (with a dictionary) between CJK words, all of which are token
+boundaries here -- except inside a kana run, which a dictionary may split; so word-granularity spans
+align exactly, and the tagger's own spans are whole words too. With the default ``symbol``
+granularity an annotator can select part of a word; such a span is snapped (see below).
+
 Spans and tags (:func:`token_ranges`, :func:`align`, :func:`spans_from_tags`): a span covers the tokens
 it touches. One that starts or ends inside a token (or carries leading / trailing spaces) is *snapped*
 to the tokens it covers for training -- an annotator who selected "Pari" of "Paris" meant the entity,
