@@ -21,3 +21,14 @@ class Forbidden(Exception):
 
 class UnsupportedConfig(ValueError):
     """The label config has a shape labelloop does not serve (422); the message names the tag."""
+
+
+class NotReady(Exception):
+    """labelloop cannot work for the project until the user changes a setting (424); `field` names it.
+
+    Answered to Label Studio's ``/setup``, whose connection dialog and model card then show the message.
+    """
+
+    def __init__(self, message: str, field: str) -> None:
+        super().__init__(message)
+        self.field = field

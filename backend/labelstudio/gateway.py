@@ -34,13 +34,16 @@ def _dump(item: Any) -> dict[str, Any]:
 
 
 class LabelStudioGateway:
-    def __init__(self, url: str, api_key: str, timeout: float = 60.0) -> None:
+    def __init__(self, url: str, api_key: str, timeout: float = 60.0,
+                 key_source: str = "LABEL_STUDIO_API_KEY") -> None:
         if not url or not api_key:
             raise LabelStudioError(
                 "no Label Studio to talk to: set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY "
                 "(or connect the backend from Label Studio so /setup provides them)"
             )
         self.url = url.rstrip("/")
+        #: Where the key came from, for a fix a person can apply (backend/labelstudio/diagnosis.py).
+        self.key_source = key_source
         self.client = LabelStudio(base_url=self.url, api_key=api_key, timeout=timeout)
 
     def auth_headers(self) -> Mapping[str, str]:
@@ -119,9 +122,10 @@ class LabelStudioGateway:
         except Exception as exc:
             raise LabelStudioError(f"creating view {title!r} in project {project_id} failed: {exc}") from exc
 
-    def label_config(self, project_id: int) -> str:
+    def label_config(self, project_id: int, timeout: float | None = None) -> str:
+        options = {"timeout_in_seconds": timeout, "max_retries": 0} if timeout is not None else None
         try:
-            return self.client.projects.get(id=project_id).label_config or ""
+            return self.client.projects.get(id=project_id, request_options=options).label_config or ""
         except Exception as exc:
             raise LabelStudioError(f"reading project {project_id} failed: {exc}") from exc
 

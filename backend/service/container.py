@@ -16,6 +16,7 @@ from typing import Any
 
 from backend.config import Settings
 from backend.labelstudio import images
+from backend.labelstudio.diagnosis import Problem, diagnose
 from backend.labelstudio.gateway import LabelStudioGateway
 from backend.labelstudio.images import ImageFetcher
 from backend.service.access import Forbidden, same_secret
@@ -31,7 +32,9 @@ from backend.store.schema import Iteration, Project
 log = logging.getLogger("labelloop")
 
 # Label Studio gives /setup 3 s: a token check must leave room for the rest.
-TOKEN_CHECK_SECONDS = 2.0
+TOKEN_CHECK_SECONDS = 1.5
+# How long /setup's verdict on a project's connection and last round is reused.
+PROBLEM_CHECK_SECONDS = 20.0
 # A queued job older than this is picked up by any training process (its creator may be a serve-only replica,
 # or may have died before starting it); younger ones are left to the process that created them.
 JOB_PICKUP_SECONDS = 2.0
@@ -69,6 +72,8 @@ class Services:
         # of its webhooks was answered).
         self._unsettled: dict[int, tuple[bool, float]] = {}
         self._unsettled_lock = threading.Lock()
+        # /setup's last verdict per project: (when, problem or None).
+        self._problems: dict[int, tuple[float, Problem | None]] = {}
 
     def after_webhook(self, project_id: int, start_training: bool) -> None:
         """Settle a recorded webhook after its answer: count the project's labels, queue a round if due.
@@ -156,8 +161,47 @@ class Services:
         key = self.settings.label_studio_api_key or project.label_studio_token or ""
         gateway = self._gateways.get((url, key))
         if gateway is None:
-            gateway = self._gateways[(url, key)] = LabelStudioGateway(url, key)
+            source = ("LABEL_STUDIO_API_KEY" if self.settings.label_studio_api_key
+                      else "the project creator's token that Label Studio sends to /setup")
+            gateway = self._gateways[(url, key)] = LabelStudioGateway(url, key, key_source=source)
         return gateway
+
+    def setup_problem(self, project_id: int) -> Problem | None:
+        """Why labelloop cannot work for the project right now, for /setup to answer Label Studio with.
+
+        Two checks, each remembered for :data:`PROBLEM_CHECK_SECONDS` (Label Studio calls /setup before
+        every batch of predictions): the Label Studio URL and key labelloop will use, read live with a short
+        timeout (a slow answer proves nothing and refuses nothing); and the newest finished round, when it
+        failed for a reason the user must fix (it may have run on a worker elsewhere).
+        """
+        now = time.monotonic()
+        cached = self._problems.get(project_id)
+        if cached is not None and now - cached[0] < PROBLEM_CHECK_SECONDS:
+            return cached[1]
+        project = self.store.get_project(project_id)
+        problem = self._connection_problem(project) if project is not None else None
+        if problem is None:
+            failed = self.store.latest_failure(project_id)
+            recorded = Problem.from_json(failed[1]) if failed else None
+            if recorded is not None and failed is not None:
+                problem = Problem(recorded.kind, f"the last training round ({failed[0]}) failed: {recorded.message}",
+                                  f"{recorded.fix}; then press Start training in Label Studio's model settings")
+        self._problems[project_id] = (now, problem)
+        return problem
+
+    def _connection_problem(self, project: Project) -> Problem | None:
+        try:
+            gateway = self.gateway_for(project)
+        except Exception:  # nothing configured yet: /setup itself brings the connection
+            return None
+        try:
+            gateway.label_config(project.id, timeout=TOKEN_CHECK_SECONDS)
+        except Exception as exc:
+            problem = diagnose(exc, gateway.url, gateway.key_source)
+            if problem is not None:
+                log.warning("project %s: %s", project.id, problem.text())
+            return problem
+        return None
 
     def is_operator(self, headers: Any) -> bool:
         return same_secret(headers.get(OPERATOR_HEADER), self.settings.operator_token)

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from backend.config import ProjectPolicy
+from backend.labelstudio.diagnosis import Problem, ProblemError, diagnose, refused_version
 from backend.labelstudio.gateway import PUSH_YIELD, LabelStudioError, LabelStudioGateway
 from backend.labelstudio.images import ImageFetcher
 from backend.labelstudio.labelconfig import read_label_config
@@ -353,7 +354,9 @@ class IterationRunner:
             result = self._train(iteration, still_owner)
         except Exception as exc:  # any failure ends this iteration, never the worker
             log.exception("iteration %s of project %s failed", iteration.version, iteration.project_id)
-            self.store.fail_iteration(iteration.id, f"{type(exc).__name__}: {exc}")
+            problem = self._problem(iteration.project_id, exc)
+            error = f"{type(exc).__name__}: {exc}" + (f"\n{problem.text()}" if problem else "")
+            self.store.fail_iteration(iteration.id, error, problem.as_json() if problem else None)
             return
         self.store.succeed_iteration(iteration.id, artifact=result.artifact, artifact_name=result.artifact_name,
                                      scores=result.score_rows, **result.fields)
@@ -418,6 +421,19 @@ class IterationRunner:
         if deleted:
             log.info("project %s: deleted the predictions of %s from Label Studio", project_id, ", ".join(deleted))
         return deleted
+
+    def _problem(self, project_id: int, exc: Exception) -> Problem | None:
+        """The user-fixable reason behind a failed round (a refused key, an unreachable Label Studio, a refused
+        version), shown in Label Studio by /setup and on the status page; None for anything else."""
+        problem = getattr(exc, "problem", None)
+        if isinstance(problem, Problem):
+            return problem
+        project = self.store.get_project(project_id)
+        try:
+            gateway = self.gateway_for(project) if project is not None else None
+        except Exception:  # no Label Studio configured at all: the error says so already
+            return None
+        return diagnose(exc, gateway.url, gateway.key_source) if gateway is not None else None
 
     def _train(self, iteration: Iteration, still_owner: Callable[[], bool]) -> RoundResult:
         """read (labelled) -> split -> fit (the rest listed meanwhile) -> read_pool -> evaluate -> score -> order
@@ -576,7 +592,9 @@ class IterationRunner:
             gateway.publish_version(project.id, iteration.version, project.rules.set_sampling)
         except LabelStudioError as exc:
             if pushed:
-                raise
+                problem = diagnose(exc, gateway.url, gateway.key_source) or refused_version(
+                    gateway.url, iteration.version, exc)
+                raise ProblemError(problem.text(), problem) from exc
             log.warning("project %s: %s serves without being set in Label Studio (no unlabelled task to "
                         "predict): %s", project.id, iteration.version, exc)
             return {"pushed": 0, "version_set": False,

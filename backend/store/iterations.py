@@ -250,13 +250,14 @@ class IterationStore(Database):
                     due.append(int(project_id))
         return due
 
-    def fail_iteration(self, iteration_id: int, error: str) -> None:
+    def fail_iteration(self, iteration_id: int, error: str, failure: dict[str, Any] | None = None) -> None:
+        """Record a failed round; ``failure`` is the user-fixable problem behind it, when there is one
+        (backend/labelstudio/diagnosis.py), kept as ``metrics.failure`` for /setup and the status page."""
+        values: dict[str, Any] = {"status": "failed", "error": error[:10000], "finished_at": utcnow()}
+        if failure is not None:
+            values["metrics"] = {"failure": failure}
         with self.session() as s:
-            s.execute(
-                update(Iteration)
-                .where(Iteration.id == iteration_id)
-                .values(status="failed", error=error[:10000], finished_at=utcnow())
-            )
+            s.execute(update(Iteration).where(Iteration.id == iteration_id).values(**values))
 
     def succeed_iteration(
         self,
@@ -313,6 +314,21 @@ class IterationStore(Database):
             return list(
                 s.scalars(select(Iteration).where(Iteration.project_id == project_id).order_by(Iteration.number))
             )
+
+    def latest_failure(self, project_id: int) -> tuple[str, dict[str, Any]] | None:
+        """The newest finished round's version and ``metrics.failure`` when that round failed for a
+        user-fixable reason (None when it succeeded, or failed for another reason)."""
+        with self.session() as s:
+            row = s.execute(
+                select(Iteration.id, Iteration.status, Iteration.version)
+                .where(Iteration.project_id == project_id, Iteration.status.in_(("succeeded", "failed")))
+                .order_by(Iteration.number.desc()).limit(1)
+            ).first()
+            if row is None or row.status != "failed":
+                return None
+            metrics = s.scalar(select(Iteration.metrics).where(Iteration.id == row.id)) or {}
+        failure = metrics.get("failure") if isinstance(metrics, dict) else None
+        return (row.version, failure) if isinstance(failure, dict) else None
 
     def get_iteration(self, iteration_id: int) -> Iteration | None:
         with self.session() as s:

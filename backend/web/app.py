@@ -15,6 +15,7 @@ from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from backend.config import Settings
+from backend.errors import NotReady
 from backend.labelstudio.labelconfig import UnsupportedConfig
 from backend.labelstudio.tasks import BadInput
 from backend.service.access import Forbidden
@@ -57,6 +58,7 @@ def create_app(settings: Settings | None = None, *, start_jobs: bool = True, mig
     for exc_type, status in ((BadInput, 400), (Forbidden, 403)):
         app.register_error_handler(exc_type, _named_field_error(status))
     app.register_error_handler(TooLarge, _named_field_error(413))
+    app.register_error_handler(NotReady, _named_field_error(424))
     app.register_error_handler(UnsupportedConfig, _unsupported)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected)
@@ -107,7 +109,7 @@ def _short(text: str, limit: int = 2000) -> str:
 
 
 def _named_field_error(status: int):  # type: ignore[no-untyped-def]
-    def handle(exc: BadInput | Forbidden) -> tuple[Response, int]:
+    def handle(exc: BadInput | Forbidden | NotReady) -> tuple[Response, int]:
         log.warning("%d %s %s: %s", status, request.method, request.path[:200], _short(str(exc), 500))
         return jsonify(error=_short(str(exc)), field=exc.field), status
 

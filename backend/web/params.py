@@ -263,7 +263,10 @@ def policy_from(extra: Any, defaults: ProjectPolicy) -> ProjectPolicy | None:
     except ValidationError as exc:
         first = exc.errors()[0]
         field = ("extra_params." + ".".join(str(p) for p in first["loc"]))[:200]
-        raise BadInput(f"{field}: {str(first['msg'])[:500]}", field=field) from exc
+        message = str(first["msg"])[:500]
+        if first.get("type") == "extra_forbidden":  # a typo: say what the valid keys are
+            message = f"unknown key; valid keys are {', '.join(sorted(ProjectPolicy.model_fields))}"
+        raise BadInput(f"{field}: {message}", field=field) from exc
     if policy.retrain_interval_s > MAX_ID:  # mirrored into an Integer column
         raise BadInput(f"extra_params.retrain_interval_s: at most {MAX_ID} seconds",
                        field="extra_params.retrain_interval_s")

@@ -14,6 +14,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from sqlalchemy.exc import InterfaceError, OperationalError
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from backend.errors import NotReady
 from backend.labelstudio.labelconfig import UnsupportedConfig, cached_spec
 from backend.labelstudio.tasks import BadInput
 from backend.service.access import Forbidden, SetupRequest, authorize_setup
@@ -40,6 +41,10 @@ from model.custom import FactoryError
 
 bp = Blueprint("protocol", __name__)
 log = logging.getLogger("labelloop")
+
+# What a /setup refusal names, by the kind of problem (backend/labelstudio/diagnosis.py).
+PROBLEM_FIELDS = {"auth": "label_studio_api_key", "not_found": "label_studio_url", "unreachable": "label_studio_url",
+                  "refused": "model_version"}
 
 # Annotation webhooks and how many new labels each one brings.
 LABEL_EVENTS = {"ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_CREATED"}
@@ -90,8 +95,30 @@ def setup() -> tuple[Response, int] | Response:
     connection = authorize_setup(ask, project, env_url=env_url, verify=svc.verify_token)
     svc.ensure_project(project_id, label_config=schema, label_studio_url=connection.url,
                        label_studio_token=connection.token, policy=policy)
+    problem = svc.setup_problem(project_id)
+    if problem is not None:  # Label Studio shows this in its connection dialog and marks the model "Error"
+        raise NotReady(problem.text(), field=PROBLEM_FIELDS.get(problem.kind, "label_studio"))
     state = svc.store.serving_state(project_id)
     return jsonify(model_version=(state.version if state and state.version else UNTRAINED))
+
+
+@bp.after_request
+def _reason_for_label_studio(response: Response) -> Response:
+    """Label Studio reads a failed /setup only as ``str(requests.HTTPError)``, "422 Client Error: UNPROCESSABLE
+    ENTITY for url: ...", and shows that in its connection dialog ("Reason: ...") and keeps it as the ML
+    backend's error: the reason phrase is the one part of our answer it shows, so it carries the message."""
+    if request.path == "/setup" and response.status_code >= 400 and response.is_json:
+        message = (response.get_json(silent=True) or {}).get("error")
+        if isinstance(message, str) and message:
+            response.status = f"{response.status_code} {reason_phrase(message)}"
+    return response
+
+
+def reason_phrase(message: str, limit: int = 900) -> str:
+    """``message`` as an HTTP reason phrase: printable ASCII on one line (RFC 9112), bounded."""
+    flat = " ".join(message.split())
+    text = "".join(c if " " <= c <= "~" else "?" for c in flat)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 @bp.post("/predict")

@@ -70,6 +70,23 @@ class SpanTagger(BaseEstimator):
         ``joint`` (always one chain: overlapping spans are left out, reported) or ``per_label``.
     random_state:
         Accepted for the uniform factory signature; L-BFGS is deterministic and ignores it.
+
+    Attributes
+    ----------
+    labels_:
+        The label names, in ``probs`` column order. ``mode_``: ``joint`` or ``per_label``.
+    misaligned_:
+        One JSON-able report per training span that was snapped or left out
+        (:meth:`model.spans.tokens.Misaligned.to_json`: ``doc``, ``index``, ``start``, ``end``,
+        ``label``, ``reason``, ``message``, ``snapped``).
+    span_counts_:
+        Spans of each label trained on. ``n_documents_``, ``n_tokens_``: the training set's size.
+    chain_labels_, models_, states_, attributes_, emission_, transition_:
+        Per chain: the label indices it tags, the CRFsuite model file (uint8 array; None for a chain
+        whose labels no document used yet: it predicts nothing), its tag names, attribute index, state
+        weights and transition weights (see :mod:`model.spans.crf`).
+    vectorizer_:
+        The tf-idf of :meth:`transform` (None when the texts had no word at all).
     """
 
     def __init__(self, labels: Sequence[str] = (), c1: float = 0.05, c2: float = 0.05, max_iterations: int = 100,

@@ -28,6 +28,9 @@ def open_app(tmp_path):
         return (url, token) in accepted
 
     services.verify_token = verify
+    # No Label Studio answers at ls.example: the live connection check /setup makes is tested in
+    # tests/unit/test_setup_errors.py and against a real Label Studio.
+    services.setup_problem = lambda project_id: None
     yield app.test_client(), services, checks
     services.store.dispose()
 

@@ -32,6 +32,7 @@ def make_tasks(n_labelled: int, n_pool: int) -> list[dict[str, Any]]:
 
 class FakeGateway:
     url = "http://label-studio.invalid"
+    key_source = "LABEL_STUDIO_API_KEY"
 
     def __init__(self, tasks: list[dict[str, Any]]) -> None:
         self.tasks = tasks
@@ -64,7 +65,7 @@ class FakeGateway:
         self.views.append((title, list(task_ids)))
         return len(self.views)
 
-    def label_config(self, project_id: int) -> str:
+    def label_config(self, project_id: int, timeout: float | None = None) -> str:
         return CONFIG
 
     def import_predictions(self, project_id: int, predictions, batch_size: int, pace=None) -> int:
