@@ -14,7 +14,8 @@ learning entity spans from tens of documents:
 * sentence edges (``BOS`` / ``EOS``) so the first and last tokens are told apart.
 
 Features are plain strings (CRFsuite treats each as a binary attribute). A token's own features are
-cached by its text and script, since words repeat; only the window is assembled per position.
+cached by its text and script, since words repeat; only the window is assembled per position. The
+caches are bounded (:data:`CACHE_SIZE` words, ~1 kB each at most) so a serving worker stays small.
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ from collections.abc import Sequence
 from functools import lru_cache
 
 from model.spans.tokens import Token
+
+#: Entries of each per-word cache: a project's frequent vocabulary, at most ~20 MB.
+CACHE_SIZE = 20_000
 
 
 def sequence_features(tokens: Sequence[Token]) -> list[list[str]]:
@@ -49,7 +53,7 @@ def sequence_features(tokens: Sequence[Token]) -> list[list[str]]:
     return out
 
 
-@lru_cache(maxsize=200_000)
+@lru_cache(maxsize=CACHE_SIZE)
 def _own(text: str, script: str) -> tuple[str, ...]:
     """A token's own features, which depend only on its text and script (hence the cache)."""
     low = text.lower()
@@ -80,13 +84,13 @@ def _char_class(char: str) -> str:
     return char
 
 
-@lru_cache(maxsize=200_000)
+@lru_cache(maxsize=CACHE_SIZE)
 def shape(text: str) -> str:
     """``Xxxxx``-style shape, cut at 8 characters (long words need not have long distinct shapes)."""
     return "".join(_char_class(c) for c in text[:8])
 
 
-@lru_cache(maxsize=200_000)
+@lru_cache(maxsize=CACHE_SIZE)
 def short_shape(text: str) -> str:
     """The shape with repeats collapsed: ``Paris`` -> ``Xx``, ``2024`` -> ``d``, ``U.S.`` -> ``X.X.``."""
     out: list[str] = []
