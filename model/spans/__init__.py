@@ -13,7 +13,15 @@
 * :mod:`~model.spans.synthetic` -- templated documents with exact spans (English, Japanese, Chinese).
 
 A span is ``{"start": int, "end": int, "label": str}`` with character offsets into the document,
-``end`` exclusive (Label Studio's convention); predicted spans add ``"score"``.
+``end`` exclusive (Label Studio's convention); predicted spans add ``"score"``::
+
+    from model.scoring import order, score
+    from model.spans import SpanTagger
+
+    tagger = SpanTagger(labels=["PER", "LOC"]).fit(texts, spans)  # spans: one list per text
+    tagger.predict(["Alice flew to Oslo."])  # [[{"start": 0, "end": 5, "label": "PER", "score": 0.97}, ...]]
+    tagger.misaligned_  # every training span snapped to token boundaries or left out, with the reason
+    queue = order("greedy", score(tagger, "least_confidence", pool))  # the server's queue
 """
 
 from model.spans.metrics import evaluate_spans
