@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
+import platformdirs
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from backend.labelstudio.families import all_strategies, params_family
@@ -27,6 +28,28 @@ def _choices(field: str) -> list[str]:
 
         return sorted(QUEUES)
     return all_strategies() if field == "strategy" else list(CALIBRATIONS)
+
+
+#: The data location before there was one per user: relative, so it moved with the working directory.
+LEGACY_MODEL_DIR = Path("var/labelloop")
+SQLITE_NAME = "labelloop.sqlite3"
+
+
+def default_model_dir() -> Path:
+    """Where models, the journal and the default SQLite file live when MODEL_DIR is unset: the user's data
+    directory (``~/.local/share/labelloop`` on Linux, or under ``$XDG_DATA_HOME``), the same whatever the
+    working directory, so `labelloop serve` and `labelloop history` run anywhere agree."""
+    return Path(platformdirs.user_data_dir("labelloop", appauthor=False))
+
+
+def legacy_model_dir(cwd: Path | None = None) -> Path | None:
+    """``./var/labelloop`` in ``cwd`` when it holds a database (the old default), else None.
+
+    Such a database is kept in use rather than silently abandoned for an empty new one; the CLI says so
+    on every command and how to move it (see backend/cli/main.py ``_data_notice``).
+    """
+    legacy = (cwd or Path.cwd()) / LEGACY_MODEL_DIR
+    return legacy.resolve() if (legacy / SQLITE_NAME).is_file() else None
 
 
 #: Built-in model kinds; "auto" lets the strategy choose (MC-dropout strategies an MLP, committee
@@ -170,7 +193,10 @@ class Settings(BaseModel):
     label_studio_api_key: str | None = Field(default=None, description=(
         "A Label Studio legacy token or personal access token (*Account & Settings*), used with "
         "`LABEL_STUDIO_URL`. Unset: each project uses the `access_token` Label Studio sends to `/setup`."))
-    model_dir: Path = Path("var/labelloop")
+    model_dir: Path = Field(default_factory=default_model_dir, description=(
+        "Models, the webhook journal and (without `DATABASE_URL`) the SQLite history. Unset: the user's data "
+        "directory (`~/.local/share/labelloop` on Linux), whatever the working directory; an old "
+        "`./var/labelloop` holding a database in the working directory is used instead, with a notice."))
     database_url: str | None = Field(default=None, description=(
         "The history store, as an SQLAlchemy URL. Unset: SQLite in `MODEL_DIR` (`labelloop.sqlite3`). "
         "PostgreSQL: `postgresql+psycopg://user:pass@host/db`; serving replicas and training workers share one."))
@@ -248,7 +274,7 @@ class Settings(BaseModel):
         """The configured database, or the embedded SQLite file inside MODEL_DIR."""
         if self.database_url:
             return self.database_url
-        return f"sqlite:///{(self.model_dir / 'labelloop.sqlite3').resolve()}"
+        return f"sqlite:///{(self.model_dir / SQLITE_NAME).resolve()}"
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -284,6 +310,8 @@ class Settings(BaseModel):
         }
         if get("MODEL_DIR"):
             raw["model_dir"] = Path(get("MODEL_DIR"))  # type: ignore[arg-type]
+        elif not get("DATABASE_URL") and (legacy := legacy_model_dir()) is not None:
+            raw["model_dir"] = legacy  # the old default's data, kept in use (the CLI says so)
         if get("LABELLOOP_ROLE"):
             raw["role"] = get("LABELLOOP_ROLE")
         if get("LABELLOOP_OPERATOR_TOKEN"):
