@@ -1,5 +1,10 @@
 """`labelloop` command line: serve (gunicorn), worker (train without serving), train (one iteration, for cron),
-history, autolabel, report, simulate, db upgrade."""
+history, autolabel, report, doctor, simulate, db upgrade.
+
+Every command finds the data the same way, whatever the working directory (see ``DATA_HELP``); read-only
+commands never create a database. Logging is quiet (warnings, and an error as one line) unless ``-v``;
+``serve`` and ``worker`` log at INFO, as servers do, but never alembic's chatter unless ``-v``.
+"""
 
 from __future__ import annotations
 
@@ -8,16 +13,31 @@ import gc
 import json
 import logging
 import multiprocessing
+import os
 import sys
 from typing import Any
 
-from backend.config import Settings
+from backend.config import SQLITE_NAME, Settings, default_model_dir, legacy_model_dir
 from backend.store import Store
+
+#: Commands that run until stopped: they log at INFO and keep tracebacks (an operator reads their log).
+LONG_RUNNING = ("serve", "worker")
+
+DATA_HELP = f"""where the data lives:
+  MODEL_DIR (models, the webhook journal and, unless DATABASE_URL is set, the SQLite history
+  {SQLITE_NAME}) defaults to {default_model_dir()} whatever the working directory, so the server and
+  every command agree. A ./var/labelloop holding a database in the working directory (the old default)
+  is still used, with a notice on every command saying how to move it. history and report never
+  create a database. `labelloop doctor` shows where this shell looks and checks the whole setup."""
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     from gunicorn.app.base import BaseApplication
 
+    from backend.cli.doctor import shown_url
+
+    print(f"labelloop: database {shown_url(settings.resolved_database_url)}, models in {settings.model_dir}",
+          file=sys.stderr, flush=True)
     # Migrate once, before any worker opens the database.
     if not _upgrade_apart(settings.resolved_database_url):
         print("labelloop: migrating the database failed (the error is above); not serving", file=sys.stderr)
@@ -87,12 +107,39 @@ def _upgrade_apart(url: str) -> bool:
     return child.exitcode == 0
 
 
+def _open_store(settings: Settings, command: str, create: bool = False) -> Store | None:
+    """The database, migrated; None (with the reason printed) when it does not exist and ``create`` is off,
+    so a command run in the wrong shell says where it looked instead of starting an empty database."""
+    from backend.cli.doctor import WHERE_HINT, database_problem
+
+    url = settings.resolved_database_url
+    if not create:
+        problem = database_problem(url)
+        if problem is not None:
+            print(f"labelloop {command}: {problem}; {WHERE_HINT}", file=sys.stderr)
+            return None
+    store = Store(url)
+    store.upgrade()
+    return store
+
+
 def _train(args: argparse.Namespace, settings: Settings) -> int:
+    """One round now. Whatever stops it from starting (no Label Studio connection, a refused key, an unknown
+    project, an unservable config) is checked first and printed, and records no round: the history and
+    the report hold rounds that ran, not CLI mistakes."""
+    from backend.cli.doctor import preflight
     from backend.service.container import Services
 
-    store = Store(settings.resolved_database_url)
-    store.upgrade()
-    if store.get_project(args.project) is None:
+    # Without a database there is no stored connection: only the environment's can make a first round.
+    store = _open_store(settings, "train", create=bool(settings.label_studio_url and settings.label_studio_api_key))
+    if store is None:
+        return 1
+    project = store.get_project(args.project)
+    problem = preflight(settings, args.project, project)
+    if problem is not None:
+        print(f"labelloop train: {problem} (no round recorded)", file=sys.stderr)
+        return 1
+    if project is None:
         store.ensure_project(args.project, settings.policy)
     services = Services(settings, store)
     queued = services.jobs.trigger(args.project, args.trigger, background=False)
@@ -174,44 +221,97 @@ def _difficulty(metrics: dict[str, Any] | None) -> str:
 
 def _history(args: argparse.Namespace, settings: Settings) -> int:
     from rich.console import Console
-    from rich.table import Table
 
-    store = Store(settings.resolved_database_url)
-    store.upgrade()
+    store = _open_store(settings, "history")
+    if store is None:
+        return 1
     iterations = store.iterations(args.project)
+    project = store.get_project(args.project)
     if args.json:
         from backend.service.serializers import iteration_json
 
         print(json.dumps([iteration_json(it) for it in iterations], indent=2))
         return 0
-    project = store.get_project(args.project)
+    if project is None and not iterations:
+        from backend.cli.doctor import shown_url
+
+        known = ", ".join(str(p.id) for p in store.list_projects()) or "none yet"
+        print(f"labelloop history: project {args.project} is unknown in {shown_url(store.url)} (projects there: "
+              f"{known}); connecting the model in Label Studio creates it", file=sys.stderr)
+        return 1
     title = f"labelloop project {args.project}"
     if project is not None:
         title += f" - serving {project.current_version or 'nothing yet'}, strategy {project.rules.strategy}"
-    table = Table(title=title)
-    for column in ("it", "version", "status", "trigger", "strategy", "labels", "train", "val", "pool", "accuracy",
-                   "macro-F1", "ECE", "more", "calib", "kappa", "stop?", "easy/med/hard", "fit s", "finished", "error"):
-        table.add_column(column, overflow="fold")
-    for it in iterations:
-        table.add_row(
-            str(it.number), it.version, it.status, it.trigger,
-            f"{it.strategy}/{it.queue}" if it.strategy and it.queue else (it.strategy or "-"),
-            *(str(v) if v is not None else "-" for v in (it.labels_used, it.n_train, it.n_validation, it.n_pool)),
-            _fmt(it.accuracy), _fmt(it.macro_f1), _fmt(it.ece), _more_figures(it.metrics), it.calibration or "-",
-            _fmt(it.kappa),
-            {True: "STOP", False: "no", None: "-"}[it.stop_suggested], _difficulty(it.metrics), _fmt(it.fit_seconds),
-            it.finished_at.strftime("%Y-%m-%d %H:%M:%S") if it.finished_at else "-",
-            (it.error or "")[:120],
-        )
-    # Piped output (cron mail, CI logs) gets a wide table instead of rich's 80-column default.
-    Console(width=None if sys.stdout.isatty() else 200).print(table)
+    table = _wide_table(title, iterations) if args.wide else _history_table(title, iterations)
+    # Piped output (cron mail, CI logs): the compact table is made for 100 columns, the wide one gets 200.
+    width = None if sys.stdout.isatty() else (200 if args.wide else 100)
+    Console(width=width).print(table)
     for it in iterations:  # the whole reason, unfolded (the table's column wraps it)
         if it.status == "failed" and it.error:
             print(f"{it.version} failed: {it.error}")
     _print_control(iterations)
     if not iterations:
-        print(f"project {args.project} has no iterations yet")
+        print(f"project {args.project} has no iterations yet: a round runs after {project.rules.retrain_every} new "
+              "labels, on Start training in Label Studio, or with `labelloop train`")
+    elif not args.wide:
+        print("(--wide: every column; --json: everything recorded)")
     return 0
+
+
+def _history_table(title: str, iterations: list) -> Any:
+    """The columns that matter, in 100 columns: what trained on how many labels, how good, on how many
+    held-out tasks (the 95 % interval says how far to trust the accuracy), and whether to stop."""
+    from rich import box
+    from rich.table import Table
+
+    from backend.service.serializers import accuracy_interval
+
+    # No vertical rules, one space between columns: the ten take ~95 characters, so none has to wrap.
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, collapse_padding=True, pad_edge=False)
+    for column, justify in (("it", "right"), ("version", "left"), ("status", "left"), ("trigger", "left"),
+                            ("labels", "right"), ("val", "right"), ("accuracy [95 %]", "left"),
+                            ("macro-F1", "right"), ("stop?", "left"), ("finished", "left")):
+        table.add_column(column, justify=justify, no_wrap=column.startswith("accuracy"))  # type: ignore[arg-type]
+    for it in iterations:
+        interval = accuracy_interval(it)
+        accuracy = _fmt(it.accuracy) + (f" [{interval[0]:.2f}, {interval[1]:.2f}]" if interval else "")
+        table.add_row(
+            str(it.number), it.version, it.status, "Start" if it.trigger == "START_TRAINING" else it.trigger,
+            _count(it.labels_used), _count(it.n_validation), accuracy, _fmt(it.macro_f1),
+            {True: "STOP", False: "no", None: "-"}[it.stop_suggested],
+            it.finished_at.strftime("%m-%d %H:%M") if it.finished_at else "-",
+        )
+    return table
+
+
+def _count(value: int | None) -> str:
+    return "-" if value is None else str(value)
+
+
+def _wide_table(title: str, iterations: list) -> Any:
+    """Every recorded figure, one column each (`history --wide`)."""
+    from rich.table import Table
+
+    from backend.service.serializers import accuracy_interval
+
+    table = Table(title=title)
+    for column in ("it", "version", "status", "trigger", "strategy", "labels", "train", "val", "pool", "accuracy",
+                   "95 % interval", "macro-F1", "ECE", "more", "calib", "kappa", "stop?", "easy/med/hard", "fit s",
+                   "finished", "error"):
+        table.add_column(column, overflow="fold")
+    for it in iterations:
+        interval = accuracy_interval(it)
+        table.add_row(
+            str(it.number), it.version, it.status, it.trigger,
+            f"{it.strategy}/{it.queue}" if it.strategy and it.queue else (it.strategy or "-"),
+            *(_count(v) for v in (it.labels_used, it.n_train, it.n_validation, it.n_pool)),
+            _fmt(it.accuracy), f"{interval[0]:.3f}-{interval[1]:.3f}" if interval else "-", _fmt(it.macro_f1),
+            _fmt(it.ece), _more_figures(it.metrics), it.calibration or "-", _fmt(it.kappa),
+            {True: "STOP", False: "no", None: "-"}[it.stop_suggested], _difficulty(it.metrics), _fmt(it.fit_seconds),
+            it.finished_at.strftime("%Y-%m-%d %H:%M:%S") if it.finished_at else "-",
+            (it.error or "")[:120],
+        )
+    return table
 
 
 def _print_control(iterations: list) -> None:
@@ -256,11 +356,13 @@ def _autolabel(args: argparse.Namespace, settings: Settings) -> int:
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from backend.cli.doctor import preflight
     from backend.service.autolabel import AutolabelError, AutolabelRequest
     from backend.service.container import Services
 
-    store = Store(settings.resolved_database_url)
-    store.upgrade()
+    store = _open_store(settings, "autolabel")
+    if store is None:
+        return 1
     try:
         task_ids = _read_task_ids(args.tasks) if args.tasks else None
         request = AutolabelRequest(project_id=args.project, target_precision=args.target_precision, view=args.view,
@@ -270,10 +372,15 @@ def _autolabel(args: argparse.Namespace, settings: Settings) -> int:
     except (OSError, ValueError, AutolabelError) as exc:
         print(f"labelloop autolabel: {exc}", file=sys.stderr)
         return 2
-    if store.get_project(args.project) is None:
+    project = store.get_project(args.project)
+    if project is None:
         print(f"labelloop autolabel: project {args.project} is unknown here (no model trained for it yet)",
               file=sys.stderr)
         return 2
+    problem = preflight(settings, args.project, project)  # before a job is recorded: a run that cannot start
+    if problem is not None:
+        print(f"labelloop autolabel: {problem}", file=sys.stderr)
+        return 1
     services = Services(settings, store)
     params = {k: v for k, v in asdict(request).items() if k != "project_id" and v is not None}
     try:
@@ -315,8 +422,9 @@ def _autolabel(args: argparse.Namespace, settings: Settings) -> int:
 def _report(args: argparse.Namespace, settings: Settings) -> int:
     from backend.reports.html import report_from_store
 
-    store = Store(settings.resolved_database_url)
-    store.upgrade()
+    store = _open_store(settings, "report")
+    if store is None:
+        return 1
     latest = store.latest_job(args.project, "autolabel", status="succeeded")
     try:
         index = report_from_store(store, args.project, args.out, autolabel=latest.result if latest else None)
@@ -328,13 +436,24 @@ def _report(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _db(args: argparse.Namespace, settings: Settings) -> int:
+    from backend.cli.doctor import shown_url
+
     Store(settings.resolved_database_url).upgrade()
-    print(f"database at head: {settings.resolved_database_url.split('@')[-1]}")
+    print(f"database at head: {shown_url(settings.resolved_database_url)}")
     return 0
 
 
+def _doctor(args: argparse.Namespace, settings: Settings) -> int:
+    from backend.cli import doctor
+
+    return doctor.run(args, settings)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="labelloop", description="Active-learning ML backend for Label Studio")
+    parser = argparse.ArgumentParser(prog="labelloop", description="Active-learning ML backend for Label Studio",
+                                     epilog=DATA_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="log at INFO (alembic's migration lines included) and show tracebacks; -vv: DEBUG")
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="serve the ML-backend protocol under gunicorn")
@@ -362,7 +481,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     history = sub.add_parser("history", help="print a project's iterations")
     history.add_argument("--project", type=int, required=True)
-    history.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    shape = history.add_mutually_exclusive_group()
+    shape.add_argument("--wide", action="store_true", help="every column (strategy, ECE, kappa, difficulty, ...)")
+    shape.add_argument("--json", action="store_true", help="print JSON instead of a table (everything recorded)")
     history.set_defaults(func=_history)
 
     auto = sub.add_parser("autolabel", help="predict a test set, push the predictions, list what needs review")
@@ -389,6 +510,10 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", required=True, help="output folder (index.html and PNGs)")
     report.set_defaults(func=_report)
 
+    from backend.cli import doctor
+
+    doctor.add_parser(sub)
+    sub.choices["doctor"].set_defaults(func=_doctor)
     from backend.cli import simulate
 
     simulate.add_parser(sub)
@@ -399,18 +524,73 @@ def build_parser() -> argparse.ArgumentParser:
     db = sub.add_parser("db", help="database maintenance")
     db_sub = db.add_subparsers(dest="db_command", required=True)
     db_sub.add_parser("upgrade", help="apply migrations up to head").set_defaults(func=_db)
+    for command in [*sub.choices.values(), *db_sub.choices.values()]:  # -v after the command name works too
+        command.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser
+
+
+class _OneLineErrors(logging.Filter):
+    """A logged exception as one line (its type and message) instead of a traceback: a command's user
+    needs the reason, not the stack (``-v`` shows it)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None:
+            exc = record.exc_info[1]
+            record.msg = f"{record.getMessage()}: {type(exc).__name__}: {exc} (-v shows the traceback)"
+            record.args = None
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+def configure_logging(verbose: int, command: str) -> None:
+    """Quiet by default: warnings only for a command (INFO for a server), alembic's INFO lines (nine on
+    every call) only with ``-v``, tracebacks only for a server or with ``-v``."""
+    level = logging.DEBUG if verbose > 1 else logging.INFO if verbose or command in LONG_RUNNING else logging.WARNING
+    root = logging.getLogger()
+    if not root.handlers:  # a caller (tests, an embedding program) that configured logging keeps its own
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+        if not verbose and command not in LONG_RUNNING:
+            handler.addFilter(_OneLineErrors())
+        root.addHandler(handler)
+        root.setLevel(level)
+    logging.getLogger("alembic").setLevel(logging.NOTSET if verbose else logging.WARNING)
+
+
+def _data_notice(settings: Settings) -> None:
+    """One line on stderr when the old ./var/labelloop of this directory is in use, with how to move it."""
+    from backend.cli.doctor import move_hint
+
+    legacy = legacy_model_dir()
+    if os.environ.get("MODEL_DIR") or os.environ.get("DATABASE_URL") or legacy is None or settings.model_dir != legacy:
+        return
+    print(f"labelloop: using {legacy} (the old default, relative to this directory); commands run elsewhere look in "
+          f"{default_model_dir()}. To keep one place: {move_hint(legacy, default_model_dir())}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    verbose = int(getattr(args, "verbose", 0) or 0)
+    configure_logging(verbose, args.command)
     try:
         settings = Settings.from_env()
     except ValueError as exc:
         print(f"labelloop: {exc}", file=sys.stderr)
         return 2
-    return int(args.func(args, settings) or 0)
+    _data_notice(settings)
+    try:
+        return int(args.func(args, settings) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # `labelloop history | head`: the reader had enough
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except Exception as exc:  # a command's user gets the reason in one line; -v (or a server's log) the traceback
+        if verbose or args.command in LONG_RUNNING:
+            raise
+        print(f"labelloop {args.command}: {type(exc).__name__}: {exc} (-v shows the traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
