@@ -65,7 +65,7 @@ def test_a_body_over_the_limit_is_413_naming_the_body(limited) -> None:
 
 def test_too_many_tasks_is_413_saying_how_to_split(limited) -> None:
     client, _ = limited
-    tasks = [{"id": i, "data": {"text": "a film"}} for i in range(21)]
+    tasks = [{"id": i + 1, "data": {"text": "a film"}} for i in range(21)]
     body = assert_named_4xx(client.post("/predict", json={"project": "1.1", "tasks": tasks}), 413, "tasks")
     assert "send at most 20 tasks per request" in body["error"]
     assert client.post("/predict", json={"project": "1.1", "tasks": tasks[:20]}).status_code == 200
@@ -74,7 +74,7 @@ def test_too_many_tasks_is_413_saying_how_to_split(limited) -> None:
 def test_predict_scores_in_batches_with_the_same_answers(limited, monkeypatch) -> None:
     client, services = limited
     train_project_1(client, services)
-    tasks = [{"id": i, "data": {"text": ["a superb film", "awful, terrible", "lovely"][i % 3]}} for i in range(10)]
+    tasks = [{"id": i + 1, "data": {"text": ["a superb film", "awful, terrible", "lovely"][i % 3]}} for i in range(10)]
     sizes: list[int] = []
     real_score = model.scoring.score
 
@@ -99,7 +99,7 @@ def test_predict_scores_in_batches_with_the_same_answers(limited, monkeypatch) -
 def test_a_bad_task_in_a_later_batch_is_named_by_its_index(limited) -> None:
     client, services = limited
     train_project_1(client, services)
-    tasks = [{"id": i, "data": {"text": "fine"}} for i in range(7)] + [{"id": 8, "data": {}}]
+    tasks = [{"id": i + 1, "data": {"text": "fine"}} for i in range(7)] + [{"id": 8, "data": {}}]
     assert_named_4xx(client.post("/predict", json={"project": "1.1", "tasks": tasks}), 400, "tasks[7].data.text")
 
 
