@@ -25,10 +25,12 @@ LONG_RUNNING = ("serve", "worker")
 
 DATA_HELP = f"""where the data lives:
   MODEL_DIR (models, the webhook journal and, unless DATABASE_URL is set, the SQLite history
-  {SQLITE_NAME}) defaults to {default_model_dir()} whatever the working directory, so the server and
-  every command agree. A ./var/labelloop holding a database in the working directory (the old default)
-  is still used, with a notice on every command saying how to move it. history and report never
-  create a database. `labelloop doctor` shows where this shell looks and checks the whole setup."""
+  {SQLITE_NAME}) defaults to the user's data directory, whatever the working directory, so the
+  server and every command agree:
+    {default_model_dir()}
+  A ./var/labelloop holding a database in the working directory (the old default) is still used,
+  with a notice on every command saying how to move it. history and report never create a
+  database. `labelloop doctor` shows where this shell looks and checks the whole setup."""
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
