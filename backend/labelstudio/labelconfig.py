@@ -30,6 +30,7 @@ class ParsedConfig:
 
     spec: TaskType
     ignored: tuple[str, ...] = ()
+    text: str = ""
 
 
 def parse_label_config(config_xml: str) -> TaskType:
@@ -70,7 +71,7 @@ def read_label_config(config_xml: str) -> ParsedConfig:
                    f"of one object ({first[0]!r}, the first one labelled)" for s in specs if (s.to_name, s.data_key)
                    != first)
     spec = served[0] if len(served) == 1 else MultiControlTask.of(served)
-    return ParsedConfig(spec, tuple(ignored))
+    return ParsedConfig(spec, tuple(ignored), config_xml)
 
 
 def ignored_controls(config_xml: str) -> tuple[str, ...]:

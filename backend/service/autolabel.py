@@ -145,7 +145,7 @@ def run_autolabel(
                 if tid in has_version:
                     already += 1
                 else:
-                    new.append({"task": tid, **spec.prediction(lab, float(confidence), state.version)})
+                    new.append({"task": tid, **spec.prediction(lab, float(confidence), state.version, float(conf))})
             if new:
                 pushed += gateway.import_predictions(project.id, new, push_batch_size)
         report("predicting", min(start + chunk, total), total)

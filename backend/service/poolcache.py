@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-Rows = dict[int, tuple[Any, float]]
+Rows = dict[int, tuple[Any, float, float | None]]  # task id -> (prediction, queue score, confidence)
 
 
 class PoolAnswers:

@@ -56,8 +56,8 @@ def predict_tasks(services: Services, project_id: int, tasks: list[dict[str, Any
         estimator = services.models.load(project_id, state.version, state.iteration_id,
                                          trusted_types(state.model, state.trusted_types))
         scored = score_batches(estimator, resolve_strategy(state.strategy, state.model, spec), batches)
-        for i, lab, s in zip(todo, scored.labels, scored.confidence, strict=True):
-            results[i] = spec.prediction(lab, s, state.version)
+        for i, lab, s, sure in zip(todo, scored.labels, scored.confidence, scored.decision, strict=True):
+            results[i] = spec.prediction(lab, s, state.version, sure)
         if len(todo) >= size:  # a full batch's features and samples are freed now: hand them back
             release_free_heap()
     return [r for r in results if r is not None], state.version
@@ -79,7 +79,7 @@ def _answer_from_round(services: Services, project_id: int, iteration_id: int, v
         if hit is None:
             todo.append(i)
         else:
-            results[i] = spec.prediction(hit[0], hit[1], version)
+            results[i] = spec.prediction(hit[0], hit[1], version, hit[2])
     return todo
 
 

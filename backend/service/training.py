@@ -495,8 +495,8 @@ class IterationRunner:
         with steps("push"):
             size = self._head_size(project, iteration)
             head = queued.order[:size] if size else queued.order
-            predictions = [{"task": pool_ids[i], **spec.prediction(pool.labels[i], queued.scores[i], iteration.version)}
-                           for i in head]
+            predictions = [{"task": pool_ids[i], **spec.prediction(pool.labels[i], queued.scores[i], iteration.version,
+                                                                   pool.decision[i])} for i in head]
             metrics["label_studio"] = self._publish(gateway, project, iteration, predictions, still_owner)
             metrics["label_studio"]["served_by_predict"] = len(pool_ids) - len(predictions)
             metrics["label_studio"]["head"] = size
@@ -514,6 +514,7 @@ class IterationRunner:
             "strategy": strategy,
             "model": policy.model,
             "trusted_types": list(policy.trusted_types),
+            "label_config": config.text,
             "queue": policy.queue,
             "accuracy": evaluation.accuracy,
             "macro_f1": evaluation.macro_f1,

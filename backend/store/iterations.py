@@ -383,16 +383,17 @@ class IterationStore(Database):
 
     def predictions_of(self, iteration_id: int, task_ids: Sequence[int]) -> dict[int, Any]:
         """What an iteration predicted for the given tasks (those it scored), by task id."""
-        return {task_id: predicted for task_id, (predicted, _) in self.scored_tasks(iteration_id, task_ids).items()}
+        return {task_id: row[0] for task_id, row in self.scored_tasks(iteration_id, task_ids).items()}
 
-    def scored_tasks(self, iteration_id: int, task_ids: Sequence[int]) -> dict[int, tuple[Any, float]]:
-        """``task id -> (prediction, pushed score)`` for the given tasks the iteration scored in its round.
+    def scored_tasks(self, iteration_id: int,
+                     task_ids: Sequence[int]) -> dict[int, tuple[Any, float, float | None]]:
+        """``task id -> (prediction, pushed score, confidence)`` for the given tasks the iteration scored.
 
         Keyed by one iteration id, so a caller asking for the serving version's scores can never get
         another version's. Tasks with the same prediction share one decoded object (see
         :func:`_decoded_scores`), which callers must not mutate.
         """
-        out: dict[int, tuple[Any, float]] = {}
+        out: dict[int, tuple[Any, float, float | None]] = {}
         decoded: dict[str | None, Any] = {}
         with self.session() as s:
             for start in range(0, len(task_ids), 900):  # stay under SQLite's bound-parameter limit
@@ -401,25 +402,26 @@ class IterationStore(Database):
                     TaskScore.iteration_id == iteration_id, TaskScore.task_id.in_(chunk))), decoded))
         return out
 
-    def all_scored_tasks(self, iteration_id: int) -> dict[int, tuple[Any, float]]:
+    def all_scored_tasks(self, iteration_id: int) -> dict[int, tuple[Any, float, float | None]]:
         """:meth:`scored_tasks` for every task the iteration scored (a serving worker keeps these in memory)."""
         with self.session() as s:
             return _decoded_scores(s.execute(_SCORED.where(TaskScore.iteration_id == iteration_id)), {})
 
 
 #: /predict's read of a round's rows: the prediction as JSON text, decoded by :func:`_decoded_scores`.
-_SCORED = select(TaskScore.task_id, cast(TaskScore.predicted, Text), TaskScore.score)
+_SCORED = select(TaskScore.task_id, cast(TaskScore.predicted, Text), TaskScore.score, TaskScore.confidence)
 
 
-def _decoded_scores(rows: Any, decoded: dict[str | None, Any]) -> dict[int, tuple[Any, float]]:
-    """``task id -> (prediction, score)``, each distinct prediction text decoded once (memo: ``decoded``).
+def _decoded_scores(rows: Any, decoded: dict[str | None, Any]) -> dict[int, tuple[Any, float, float | None]]:
+    """``task id -> (prediction, score, confidence)``, each distinct prediction text decoded once (memo:
+    ``decoded``); the confidence is None in rows written before it was stored.
 
     Why: this is /predict's path for pool tasks, and a classifier's predictions take a handful of
     distinct values; the JSON column's per-row decoding was a third of a 1,000-task request.
     """
-    out: dict[int, tuple[Any, float]] = {}
-    for task_id, text, score in rows:
+    out: dict[int, tuple[Any, float, float | None]] = {}
+    for task_id, text, score, confidence in rows:
         if text not in decoded:
             decoded[text] = None if text is None else json.loads(text)
-        out[int(task_id)] = (decoded[text], float(score))
+        out[int(task_id)] = (decoded[text], float(score), None if confidence is None else float(confidence))
     return out

@@ -21,7 +21,8 @@ MAX_ERROR_CHARS = 10_000
 # running it on SQLite (coercing each value, its cache key), and a storm runs them a thousand times.
 SERVING_STATE = (
     select(Project.label_config, Project.current_version, Project.current_iteration_id, Project.policy,
-           Iteration.strategy, Iteration.model, Iteration.trusted_types)
+           Iteration.strategy, Iteration.model, Iteration.trusted_types,
+           Iteration.label_config.label("served_config"))
     .outerjoin(Iteration, Iteration.id == Project.current_iteration_id)
     .where(Project.id == bindparam("project_id"))
 )
@@ -60,9 +61,10 @@ def storable_id(value: int | None) -> int | None:
 class ServingState:
     """What /predict needs per request, read in one small query.
 
-    ``strategy``, ``model`` and ``trusted_types`` are the serving round's own (what trained and scored
-    it), so a policy changed at `/setup` since then cannot ask a version for what it cannot do; before
-    the first round, and for rounds recorded before these were stored, they are the live policy's.
+    ``strategy``, ``model``, ``trusted_types`` and ``label_config`` are the serving round's own (what
+    trained and scored it), so a policy or config changed at `/setup` since then cannot ask a version for
+    what it cannot do; before the first round, and for rounds recorded before these were stored, they are
+    the project's live ones.
     """
 
     project_id: int
@@ -125,7 +127,8 @@ class ProjectStore(Database):
             return None
         rules = ProjectPolicy.from_stored(row.policy)
         served = row.strategy is not None and row.model is not None
-        return ServingState(project_id, row.label_config, row.current_version, row.current_iteration_id,
+        config = row.served_config if row.served_config else row.label_config
+        return ServingState(project_id, config, row.current_version, row.current_iteration_id,
                             row.strategy if served else rules.strategy, rules.retrain_every,
                             row.model if served else rules.model,
                             tuple(row.trusted_types or ()) if served else tuple(rules.trusted_types))

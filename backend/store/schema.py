@@ -134,6 +134,7 @@ class Iteration(Base):
     # (and ``strategy``), whatever the live policy says later.
     model: Mapped[str | None] = mapped_column(String(500))
     trusted_types: Mapped[list[str] | None] = mapped_column(JSON)
+    label_config: Mapped[str | None] = mapped_column(Text)  # the config it trained on
     queue: Mapped[str | None] = mapped_column(String(50))
     accuracy: Mapped[float | None] = mapped_column(Float)
     macro_f1: Mapped[float | None] = mapped_column(Float)

@@ -50,3 +50,24 @@ def test_a_round_records_the_interval_and_leaves_a_small_pool_unrated(app_env) -
     assert 0.0 <= low <= it.accuracy <= high <= 1.0 and high - low > 0.2  # a handful of validation tasks
     assert body["n_validation"] < 20 and it.metrics["difficulty"]["rated"] is False
     assert it.metrics["difficulty"]["counts"]["unrated"] == it.n_pool
+
+
+def test_each_region_carries_the_probability_of_its_label_and_the_task_score_orders(app_env) -> None:
+    """Label Studio shows a region's score as its confidence: that is the shown label's probability; the
+    task-level score is the queue's order (lower first), the same as before."""
+    client, services, gateway = app_env
+    assert setup_project(client, extra_params={"strategy": "margin"}).status_code == 200
+    services.jobs.trigger(1, "START_TRAINING", background=False)
+    services.jobs.drain(1)
+    (it,) = services.store.iterations(1)
+    rows = {r.task_id: r for r in services.store.task_scores(it.id)}
+    for pushed in gateway.pushed:
+        row = rows[pushed["task"]]
+        (region,) = pushed["result"]
+        assert region["score"] == pytest.approx(row.confidence, abs=1e-4) and 0.5 <= region["score"] <= 1.0
+        assert pushed["score"] == pytest.approx(row.score)
+    pool_task = gateway.tasks[-1]
+    unseen = {"id": 5000, "data": {"text": "a superb film, really superb"}}
+    answered = client.post("/predict", json={"project": "1.1", "tasks": [pool_task, unseen]}).get_json()["results"]
+    assert answered[0]["result"][0]["score"] == pytest.approx(rows[pool_task["id"]].confidence, abs=1e-4)
+    assert 0.5 <= answered[1]["result"][0]["score"] <= 1.0 and answered[1]["result"][0]["value"]["choices"] == ["pos"]

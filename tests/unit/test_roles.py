@@ -129,7 +129,8 @@ def test_pool_scores_are_looked_up_by_the_serving_iteration_only(shared) -> None
     two = server.store.scored_tasks(second.id, [124, 125, 999])
     assert set(one) == set(two) == {124, 125}  # 999 was never scored
     by_task = {row.task_id: row for row in server.store.task_scores(second.id)}
-    assert two[124] == (by_task[124].predicted, by_task[124].score)
+    assert two[124] == (by_task[124].predicted, by_task[124].score, by_task[124].confidence)
+    assert 0.0 < two[124][2] <= 1.0
 
 
 

@@ -54,8 +54,14 @@ class TaskType(ABC):
         """The annotation's answer for this control, or None when it has none (BadInput if malformed)."""
 
     @abstractmethod
-    def prediction(self, predicted: Any, score: float, version: str) -> dict[str, Any]:
-        """One Label Studio prediction. ``score`` is a confidence: lower is served first."""
+    def prediction(self, predicted: Any, score: float, version: str, confidence: float | None = None) -> dict[str, Any]:
+        """One Label Studio prediction.
+
+        ``score`` (the prediction's task-level score) orders the queue: lower is served first; it is not a
+        probability. ``confidence`` is the probability that the prediction is right (a round's ``decision``),
+        written as the score of each region the task type does not score itself, which is what Label Studio
+        shows next to a region.
+        """
 
     @abstractmethod
     def correct(self, predicted: Any, truth: Any) -> bool:

@@ -66,9 +66,12 @@ class ChoicesTask(TaskType):
             return list(choices)
         return None
 
-    def prediction(self, predicted: Sequence[str], score: float, version: str) -> dict[str, Any]:
-        result = {"from_name": self.from_name, "to_name": self.to_name, "type": "choices",
-                  "value": {"choices": list(predicted)}}
+    def prediction(self, predicted: Sequence[str], score: float, version: str,
+                   confidence: float | None = None) -> dict[str, Any]:
+        result: dict[str, Any] = {"from_name": self.from_name, "to_name": self.to_name, "type": "choices",
+                                  "value": {"choices": list(predicted)}}
+        if confidence is not None:  # the probability that these choices are right, not the queue's order
+            result["score"] = round(float(confidence), 4)
         return {"result": [result], "score": float(score), "model_version": version}
 
     def correct(self, predicted: Sequence[str], truth: Sequence[str]) -> bool:

@@ -47,11 +47,14 @@ class MultiControlTask(TaskType):
             answers[c.from_name] = None if value == [] and c.region_control else value
         return answers if any(v is not None for v in answers.values()) else None
 
-    def prediction(self, predicted: dict[str, Any], score: float, version: str) -> dict[str, Any]:
+    def prediction(self, predicted: dict[str, Any], score: float, version: str,
+                   confidence: float | None = None) -> dict[str, Any]:
+        """Every control's regions; a control that does not score its own regions gets the task's confidence,
+        the least sure of its answers (model.percontrol), so no region reads surer than the task is."""
         result = []
         for c in self.controls:
             if c.from_name in predicted:
-                result.extend(c.prediction(predicted[c.from_name], score, version)["result"])
+                result.extend(c.prediction(predicted[c.from_name], score, version, confidence)["result"])
         return {"result": result, "score": float(score), "model_version": version}
 
     def correct(self, predicted: dict[str, Any], truth: dict[str, Any]) -> bool:

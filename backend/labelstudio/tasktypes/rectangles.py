@@ -83,8 +83,9 @@ class RectanglesTask(TaskType):
         x0, y0, x1, y1 = _rotated_extent(x, y, w, h, rotation)
         return {"box": [x0, y0, x1, y1], "label": names[0]}
 
-    def prediction(self, predicted: Sequence[Box], score: float, version: str) -> dict[str, Any]:
-        """Rectangle regions Label Studio draws (percent coordinates), with a score per region."""
+    def prediction(self, predicted: Sequence[Box], score: float, version: str,
+                   confidence: float | None = None) -> dict[str, Any]:
+        """Rectangle regions Label Studio draws (percent coordinates), each with its own box's score."""
         result = []
         for i, box in enumerate(predicted):
             if float(box.get("score", 1.0)) < SHOWN_SCORE:
