@@ -6,6 +6,7 @@ number of gunicorn workers (on any number of machines) answer the same way.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
@@ -199,7 +200,10 @@ def handle_webhook(svc: Services, record: WebhookRecord, body: dict[str, Any]) -
     project_id = project_id_from(project, "project")
     config = label_config_field(project.get("label_config"), "project.label_config") \
         if isinstance(project, dict) else None
-    annotation, task = object_or_empty(body, "annotation"), object_or_empty(body, "task")
+    # A bulk event (Label Studio's "predictions to annotations") carries lists under the singular keys.
+    bulk = action == "ANNOTATIONS_CREATED"
+    annotation = {} if bulk and isinstance(body.get("annotation"), list) else object_or_empty(body, "annotation")
+    task = {} if bulk and isinstance(body.get("task"), list) else object_or_empty(body, "task")
     annotation_id = optional_id(annotation.get("id"), "annotation.id")
     annotation_task = optional_id(annotation.get("task"), "annotation.task")
     task_id = optional_id(task.get("id"), "task.id") or annotation_task
@@ -209,15 +213,57 @@ def handle_webhook(svc: Services, record: WebhookRecord, body: dict[str, Any]) -
         state = svc.store.serving_state(project_id)
         assert state is not None
     n_labels, error = count_labels(action, body, annotation, state.label_config)
-    event_id = record.record(project_id, annotation_id=annotation_id, task_id=task_id, n_labels=n_labels,
-                             error=str(error) if error else None)
+    event_id, counted = record.record_delivery(project_id, annotation_id=annotation_id, task_id=task_id,
+                                               n_labels=n_labels, error=str(error) if error else None,
+                                               delivery=delivery_key(action, body, annotation))
     if error is not None:
         raise error
     # Recorded: answer now; counting the labels and queueing a round happen after (Label Studio waits
     # 1 s for the answer, a storm of webhooks must not queue behind each other's training triggers).
-    if action == "START_TRAINING" or n_labels:
+    if action == "START_TRAINING" or counted:
         svc.after_webhook(project_id, start_training=action == "START_TRAINING")
-    return {"status": "ok", "action": action, "event": event_id, "labels": n_labels}
+    answer = {"status": "ok", "action": action, "event": event_id, "labels": counted}
+    return {**answer, "repeat": True} if n_labels and not counted else answer
+
+
+#: The longest delivery key stored (events.delivery); a longer one is hashed.
+DELIVERY_CHARS = 200
+
+
+def delivery_key(action: str, body: dict[str, Any], annotation: dict[str, Any]) -> str | None:
+    """What names one delivery of an annotation event, so a second delivery of it counts no labels.
+
+    Label Studio sends each webhook of a project the same payload, one after the other: a second webhook
+    to this backend (a leftover one, one added by hand next to the auto-created one) repeats the event
+    exactly, down to the annotation's ``updated_at``, while a real edit (ANNOTATION_UPDATED) carries a new
+    ``updated_at``. So the key is the action, the annotation id and its ``updated_at``; for a bulk creation
+    the ids of all its annotations. None where no key can tell a repeat from a new event (an update
+    without a time stamp, an event about no annotation): such events count as before.
+    """
+    if action in ("ANNOTATION_CREATED", "ANNOTATION_UPDATED"):
+        annotation_id, stamp = annotation.get("id"), annotation.get("updated_at")
+        if type(annotation_id) is not int or (action == "ANNOTATION_UPDATED" and not isinstance(stamp, str)):
+            return None
+        key = f"{action}:{annotation_id}:{stamp if isinstance(stamp, str) else ''}"
+    elif action == "ANNOTATIONS_CREATED":
+        ids = sorted(a["id"] for a in bulk_annotations(body) if isinstance(a, dict) and type(a.get("id")) is int)
+        if not ids:
+            return None
+        key = f"{action}:{len(ids)}:" + ",".join(map(str, ids))
+    else:
+        return None
+    if len(key) > DELIVERY_CHARS:
+        key = f"{action[:100]}:sha256:{hashlib.sha256(key.encode()).hexdigest()}"
+    return key
+
+
+def bulk_annotations(body: dict[str, Any]) -> list[Any]:
+    """The annotations of a bulk event: Label Studio 1.23 sends them under "annotation" (its webhook
+    action's key, with ``many``); "annotations" is read too."""
+    for key in ("annotation", "annotations"):
+        if isinstance(body.get(key), list):
+            return body[key]
+    return []
 
 
 class WebhookRecord:
@@ -240,9 +286,13 @@ class WebhookRecord:
             self.action = body["action"]  # the store cleans and cuts it to the column
 
     def record(self, project_id: int | None, *, error: str | None = None, **fields: Any) -> int:
-        counter = self.store.record_event(project_id, self.action, payload=self.payload, error=error, **fields)
+        return self.record_delivery(project_id, error=error, **fields)[0]
+
+    def record_delivery(self, project_id: int | None, *, error: str | None = None, **fields: Any) -> tuple[int, int]:
+        """Write the row; returns its id and the labels it counts (0 for a repeated delivery)."""
+        recorded = self.store.record_delivery(project_id, self.action, payload=self.payload, error=error, **fields)
         self.recorded = True
-        return counter
+        return recorded
 
     def failed(self, exc: Exception) -> None:
         """Record a webhook refused before its row was written (project NULL, the reason); never raises."""
@@ -293,8 +343,7 @@ def count_labels(action: str, body: dict[str, Any], annotation: dict[str, Any],
     if action not in LABEL_EVENTS:
         return 0, None
     if action == "ANNOTATIONS_CREATED":
-        items = body.get("annotations")
-        return (len(items) if isinstance(items, list) else 0), None
+        return sum(1 for a in bulk_annotations(body) if not (isinstance(a, dict) and a.get("was_cancelled"))), None
     if annotation.get("was_cancelled"):
         return 0, None
     if not label_config:
