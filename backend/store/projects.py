@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, bindparam, func, insert, select
+from sqlalchemy import ColumnElement, Select, bindparam, case, exists, func, insert, or_, select
+from sqlalchemy.orm import aliased
 
 from backend.config import ProjectPolicy
 from backend.store.base import Database
@@ -26,13 +27,38 @@ SERVING_STATE = (
     .outerjoin(Iteration, Iteration.id == Project.current_iteration_id)
     .where(Project.id == bindparam("project_id"))
 )
-INSERT_EVENT = insert(Event.__table__).returning(Event.__table__.c.id)
+_EVENTS = Event.__table__
+_EARLIER = _EVENTS.alias("earlier")
+# A delivery seen before (same project, same key) counts no labels: decided inside the INSERT itself, so the
+# ack stays one statement. On SQLite the statement runs under the write lock, so of two deliveries at the same
+# moment the second always sees the first; on PostgreSQL two concurrent INSERTs may both count, and
+# :func:`first_delivery` makes the later one count nothing wherever labels are summed.
+_REPEAT = select(_EARLIER.c.id).where(_EARLIER.c.project_id == bindparam("repeat_project"),
+                                      _EARLIER.c.delivery == bindparam("repeat_delivery")).exists()
+INSERT_EVENT = (insert(_EVENTS)
+                .values(n_labels=case((_REPEAT, 0), else_=bindparam("new_labels", type_=_EVENTS.c.n_labels.type)))
+                .returning(_EVENTS.c.id, _EVENTS.c.n_labels))
+
+
+def first_delivery() -> ColumnElement[bool]:
+    """An event that is no repeat of an earlier event of the project with the same delivery key.
+
+    The INSERT already records a repeat with 0 labels; this covers the one case it cannot see: two
+    deliveries committed at the same moment on PostgreSQL (each INSERT's snapshot misses the other), where
+    the one with the larger id is the repeat. An index probe per event with a key and labels.
+    """
+    earlier = aliased(Event)
+    return or_(Event.delivery.is_(None), Event.n_labels == 0,
+               ~exists().where(earlier.project_id == Event.project_id, earlier.delivery == Event.delivery,
+                               earlier.id < Event.id))
 
 
 def waiting_labels(project_id: int, start: Any) -> Select[Any]:
     """The sum of the project's labels in events after event ``start`` (its ``counted_from_event``): what the
-    next round will take. Every count towards a round (webhook settles, the ticker, queueing) is this query."""
-    return select(func.coalesce(func.sum(Event.n_labels), 0)).where(Event.project_id == project_id, Event.id > start)
+    next round will take. Every count towards a round (webhook settles, the ticker, queueing) is this query;
+    a delivery that repeats an earlier one counts nothing (see :func:`first_delivery`)."""
+    return select(func.coalesce(func.sum(Event.n_labels), 0)).where(Event.project_id == project_id, Event.id > start,
+                                                                     first_delivery())
 
 
 def counted_from(project_id: int) -> Any:
@@ -144,27 +170,51 @@ class ProjectStore(Database):
         n_labels: int = 0,
         payload: dict[str, Any] | None = None,
         error: str | None = None,
+        delivery: str | None = None,
     ) -> int:
-        """Store the event (one INSERT, nothing to lock); returns its id.
+        """Store the event (one INSERT, nothing to lock); returns its id. See :meth:`record_delivery`."""
+        return self.record_delivery(project_id, action, annotation_id=annotation_id, task_id=task_id,
+                                    n_labels=n_labels, payload=payload, error=error, delivery=delivery)[0]
+
+    def record_delivery(
+        self,
+        project_id: int | None,
+        action: str,
+        *,
+        annotation_id: int | None = None,
+        task_id: int | None = None,
+        n_labels: int = 0,
+        payload: dict[str, Any] | None = None,
+        error: str | None = None,
+        delivery: str | None = None,
+    ) -> tuple[int, int]:
+        """Store the event (one INSERT, nothing to lock); returns its id and the labels it counts.
 
         The event is the record of what arrived, so it is always storable: the action is cut to its
         column and cleaned, like the error; ids that do not fit an Integer column are dropped (the
         callers in backend/web refuse such requests, and still record them here). Its labels count
         towards the next round through :meth:`labels_since` rather than a counter row: under a storm
-        of webhooks every request used to queue for that row's lock.
+        of webhooks every request used to queue for that row's lock. ``delivery`` names this delivery
+        of the event (see backend/web/protocol.py ``delivery_key``): a second delivery of it (a second
+        webhook to this backend, a replay) is recorded with 0 labels, decided in the same INSERT.
         """
         action_chars = Event.__table__.c.action.type.length
+        delivery = storable_text(delivery, Event.__table__.c.delivery.type.length) if delivery else None
         row = {
             "project_id": project_id,
             "action": storable_text(action, action_chars) or "(none)",
             "annotation_id": storable_id(annotation_id),
             "task_id": storable_id(task_id),
-            "n_labels": n_labels,
+            "new_labels": n_labels,
             "payload": payload,
             "error": storable_text(error, MAX_ERROR_CHARS) if error is not None else None,
+            "delivery": delivery,
+            "repeat_project": project_id,
+            "repeat_delivery": delivery,
         }
         with self.autocommit() as conn:  # one INSERT, committed on its own: the ack's only write
-            return int(conn.execute(INSERT_EVENT, row).scalar_one())
+            event_id, counted = conn.execute(INSERT_EVENT, row).one()
+        return int(event_id), int(counted)
 
     def labels_since(self, project_id: int) -> int:
         """Labels that arrived since the last round started (the events after ``counted_from_event``)."""
