@@ -168,17 +168,77 @@ class LabelStudioGateway:
     def delete_version(self, project_id: int, version: str) -> int:
         """Delete every prediction of ``version`` in the project; returns how many went.
 
-        Label Studio's model-versions endpoint, which label-studio-sdk 2.x does not wrap: called
-        through the SDK's own HTTP client so authentication stays the SDK's business.
+        Label Studio's model-versions endpoint (``ProjectModelVersions.delete`` in 1.23), which
+        label-studio-sdk 2.x does not wrap: called through the SDK's own HTTP client so authentication
+        stays the SDK's business. Label Studio reads ``model_version`` from the JSON body (400 without
+        it), deletes that version's predictions in one transaction and answers
+        ``{"deleted_predictions": n}``. It also clears the project's ``model_version`` when that is
+        the version deleted, so callers never delete the version Label Studio serves.
         """
         try:
             response = self.client._client_wrapper.httpx_client.request(  # noqa: SLF001 - no public wrapper
                 f"api/projects/{project_id}/model-versions/", method="DELETE", json={"model_version": version}
             )
             response.raise_for_status()
-            return int((response.json() or {}).get("count", 0))
+            body = response.json()
+            return int(body.get("deleted_predictions", 0)) if isinstance(body, dict) else 0
         except Exception as exc:
             raise LabelStudioError(f"deleting predictions of {version} in project {project_id} failed: {exc}") from exc
+
+    def model_versions(self, project_id: int) -> dict[str, int]:
+        """``version -> how many predictions`` Label Studio holds in the project (versions with none left out).
+
+        One GROUP BY over the project's predictions on Label Studio's side (a read: no write lock). Label
+        Studio adds the project's own ``model_version`` with 0 when no prediction carries it; that is
+        dropped here, so the answer is what there is to delete.
+        """
+        body = self._get(f"api/projects/{project_id}/model-versions/", {},
+                         f"reading the model versions of project {project_id}").json()
+        if not isinstance(body, dict):
+            raise LabelStudioError(f"model versions of project {project_id}: expected an object, got {body!r:.200}")
+        return {str(v): int(n) for v, n in body.items() if isinstance(n, int) and n > 0}
+
+    def project_model_version(self, project_id: int) -> str | None:
+        """The version Label Studio serves the project's predictions of (its ``model_version``), if any."""
+        try:
+            return self.client.projects.get(id=project_id).model_version or None
+        except Exception as exc:
+            raise LabelStudioError(f"reading project {project_id} failed: {exc}") from exc
+
+    def unlabelled_without(self, project_id: int, version: str, page_size: int = 1000) -> set[int]:
+        """Ids of the tasks with no annotation (cancelled ones aside) that hold no prediction of ``version``.
+
+        Two light listings (ids only): the unlabelled tasks, then those of them whose predictions'
+        versions *contain* ``version`` (Label Studio's filter is a substring match: "it-1" also finds
+        "it-10"), each checked for the exact version in the versions Label Studio lists with it. A list
+        Label Studio cut short (it trims the column to a few hundred characters) counts as holding it:
+        a task left out is served by ``/predict``, a task pushed twice would hold two predictions.
+        """
+        unlabelled = {"filter": "filter:tasks:total_annotations", "operator": "equal", "type": "Number", "value": 0}
+        holding = {"filter": "filter:tasks:predictions_model_versions", "operator": "contains", "type": "List",
+                   "value": [version]}
+        todo = {int(t["id"]) for t in self._filtered_tasks(project_id, [unlabelled], "id", page_size)}
+        for task in self._filtered_tasks(project_id, [unlabelled, holding], "id,predictions_model_versions",
+                                         page_size):
+            if _holds(task.get("predictions_model_versions"), version):
+                todo.discard(int(task["id"]))
+        return todo
+
+    def _filtered_tasks(self, project_id: int, filters: list[dict[str, Any]], include: str,
+                        page_size: int) -> Iterator[dict[str, Any]]:
+        """The tasks matching every filter, only the ``include`` fields, all pages."""
+        params = {"project": project_id, "fields": "task_only", "include": include, "page_size": page_size,
+                  "query": json.dumps({"filters": {"conjunction": "and", "items": filters}})}
+        seen, page = 0, 1
+        while True:
+            body = self._get("api/tasks", {**params, "page": page},
+                             f"listing tasks of project {project_id} (page {page})").json()
+            tasks = body.get("tasks") or []
+            yield from tasks
+            seen += len(tasks)
+            if not tasks or seen >= int(body.get("total") or 0):
+                return
+            page += 1
 
     def publish_version(self, project_id: int, version: str, uncertainty_sampling: bool) -> None:
         """Make Label Studio use `version`'s predictions (and order the queue by their score)."""
@@ -189,3 +249,20 @@ class LabelStudioGateway:
             self.client.projects.update(id=project_id, **fields)
         except Exception as exc:
             raise LabelStudioError(f"setting model_version={version} on project {project_id} failed: {exc}") from exc
+
+
+#: Label Studio's Data Manager cuts a list column at 500 characters (DataManagerTaskSerializer.CHAR_LIMITS), then
+#: strips the quotes PostgreSQL's list had: a listing this long may have been cut.
+_MAYBE_CUT_CHARS = 300
+
+
+def _holds(listed: Any, version: str) -> bool:
+    """Whether a task's ``predictions_model_versions`` (as Label Studio lists it) names ``version`` exactly.
+
+    SQLite's Label Studio lists "it-1,it-10", PostgreSQL's "it-1, it-10"; a listing that may have been
+    cut may have lost the version (or cut "it-25" to "it-2"), so it counts as holding it.
+    """
+    if isinstance(listed, list):
+        return version in {str(v).strip() for v in listed}
+    text = str(listed or "")
+    return version in {v.strip() for v in text.split(",")} or len(text) >= _MAYBE_CUT_CHARS

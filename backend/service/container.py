@@ -27,6 +27,7 @@ from backend.service.scheduling import RecordedJobs, TrainingJobs
 from backend.service.training import IterationRunner
 from backend.store import Store
 from backend.store.artifacts import ModelStore
+from backend.store.iterations import RETRAIN_EVERY
 from backend.store.schema import Iteration, Project
 
 log = logging.getLogger("labelloop")
@@ -102,15 +103,16 @@ class Services:
     def settle_webhook(self, project_id: int, start_training: bool) -> Iteration | None:
         """Queue a round for START_TRAINING, or when ``retrain_every`` labels arrived since the last one.
 
-        The count is read first without a lock (most webhooks queue nothing), then checked again under the
-        project row's lock as the round is queued (``min_labels``): if a round started in between and took
-        the labels (the ticker can get there first), nothing is queued.
+        The count is read first without a lock (most webhooks queue nothing), then checked again, with the
+        project's ``retrain_every``, under the project row's lock as the round is queued (``RETRAIN_EVERY``):
+        if a round started in between and took the labels (another worker's settle or the ticker got there
+        first), nothing is queued. Two settles that both saw enough labels queue one round between them.
         """
         if start_training:
             return self.jobs.trigger(project_id, "START_TRAINING")
         state = self.store.serving_state(project_id)
         if state is not None and self.store.labels_since(project_id) >= state.retrain_every:
-            return self.jobs.trigger(project_id, "labels", min_labels=state.retrain_every)
+            return self.jobs.trigger(project_id, "labels", min_labels=RETRAIN_EVERY)
         return None
 
     def wait_settled(self, timeout: float = 30.0) -> None:

@@ -15,20 +15,25 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
+from backend.labelstudio.gateway import LabelStudioError
 from backend.service.training import IterationRunner
 from backend.store import Store
+from backend.store.iterations import RETRAIN_EVERY
 from backend.store.schema import Iteration, utcnow
 
 log = logging.getLogger(__name__)
 
-#: Old versions whose predictions one pause between rounds deletes from Label Studio.
+#: Old versions whose predictions one pause between rounds deletes from Label Studio while a crowd labels.
 PRUNE_PER_PAUSE = 2
-#: While labels arrived within this many seconds (a crowd at work) old versions wait, up to PRUNE_BACKLOG of them.
+#: While labels arrived within this many seconds (a crowd at work) old versions wait, up to PRUNE_BACKLOG of them,
+#: and the backfill waits; with none for that long, annotators have paused.
 PRUNE_QUIET_S = 20.0
 PRUNE_BACKLOG = 8
+#: A backfill that failed (Label Studio unreachable, say) is tried again after this many seconds.
+BACKFILL_RETRY_S = 60.0
 
 
 def worker_identity() -> str:
@@ -140,42 +145,61 @@ class TrainingJobs:
                         log.info("project %s: training %s (%s)", project_id, iteration.version, iteration.trigger)
                         self.runner.run(iteration, still_owner=lambda b=beat: not b.lost and self._renew(project_id)())
                         ran.append(iteration.id)
+                    if not self._stop.is_set() and not self.store.has_queued(project_id):
+                        self._between_rounds(project_id, lambda b=beat: b.lost)
             finally:
                 self.store.release_lease(project_id, self.owner)
-            if not self.store.has_queued(project_id):
-                self._prune_when_idle(project_id)
-                if not self.store.has_queued(project_id):  # a trigger may have queued a round meanwhile
-                    return ran
+            if not self.store.has_queued(project_id):  # a trigger may have queued a round meanwhile
+                return ran
         return ran
 
-    def _prune_when_idle(self, project_id: int) -> None:
-        """Delete old versions' predictions from Label Studio now that no round waits (paced, see prune_versions).
+    def _between_rounds(self, project_id: int, lease_lost: Callable[[], bool]) -> None:
+        """Bring Label Studio in line with the serving version while no round waits: old versions' predictions
+        deleted (:meth:`IterationRunner.prune_versions`), then, once annotators have paused, the serving
+        version's predictions given to the rest of the pool (:meth:`IterationRunner.backfill`).
 
-        While annotators are at work (a label within PRUNE_QUIET_S) each DELETE would hold Label Studio's
-        write lock under their "next task" and submits, so old versions wait for a quiet moment (the
-        idle round after a break ends in one) unless PRUNE_BACKLOG of them have piled up.
+        Runs under the training lease, so no round starts anywhere meanwhile, and stops between two calls to
+        Label Studio as soon as a round is queued (the drain then runs it). While annotators are at work (a
+        label within PRUNE_QUIET_S) each DELETE and push would hold Label Studio's write lock under their
+        "next task" and submits: old versions then wait until PRUNE_BACKLOG of them have piled up (and go
+        PRUNE_PER_PAUSE at a time), and the backfill waits for the pause (the ticker starts it then).
         """
+        def should_stop() -> bool:
+            return self._stop.is_set() or lease_lost() or self.store.has_queued(project_id)
+
+        quiet = self.store.labels_received_since(project_id, utcnow() - timedelta(seconds=PRUNE_QUIET_S)) == 0
         try:
-            quiet = self.store.labels_received_since(project_id, utcnow() - timedelta(seconds=PRUNE_QUIET_S)) == 0
-            self.runner.prune_versions(project_id, limit=PRUNE_PER_PAUSE, min_backlog=0 if quiet else PRUNE_BACKLOG)
+            self.runner.prune_versions(project_id, limit=None if quiet else PRUNE_PER_PAUSE,
+                                       min_backlog=0 if quiet else PRUNE_BACKLOG, should_stop=should_stop)
         except Exception:  # housekeeping: the new version is already live; the next pause tries again
             log.exception("project %s: deleting old predictions from Label Studio failed", project_id)
+        if not quiet or should_stop():
+            return
+        try:
+            self.runner.backfill(project_id, should_stop)
+        except LabelStudioError as exc:  # recorded on the round; the ticker tries again after BACKFILL_RETRY_S
+            log.warning("project %s: giving the pool the serving version's predictions failed: %s", project_id, exc)
+        except Exception:
+            log.exception("project %s: giving the pool the serving version's predictions failed", project_id)
 
     def _renew(self, project_id: int) -> Callable[[], bool]:
         return lambda: self.store.renew_lease(project_id, self.owner, self.lease_seconds)
 
     # -- periodic work ------------------------------------------------------------------------
     def tick(self, background: bool = True) -> None:
-        """Queue timer-due runs, recover rounds whose trainer died, pick up queued runs nobody drains.
+        """Queue timer-due runs, recover rounds whose trainer died, pick up queued runs nobody drains, and
+        bring Label Studio in line with the serving version once annotators pause (:meth:`projects_to_tidy`).
 
         ``background=False`` drains in the calling thread (``labelloop worker --once``).
         """
         if not self.trains:
             return
+        # Each due-ness is read without the queueing's lock; the queueing checks it again under the lock
+        # (min_labels), so a round that started meanwhile and took the labels is not followed by an empty one.
         for project_id in self.store.projects_due_by_timer():
-            self.trigger(project_id, "timer", background=background)
+            self.trigger(project_id, "timer", background=background, min_labels=1)
         for project_id in self.store.projects_due_by_labels():  # a webhook's own trigger was lost
-            self.trigger(project_id, "labels", background=background)
+            self.trigger(project_id, "labels", background=background, min_labels=RETRAIN_EVERY)
         for project_id in self.store.projects_idle_with_labels():  # the last labels before a break
             self.trigger(project_id, "idle", background=background, min_labels=1)
         for project_id in self.store.projects_with_lost_rounds():
@@ -185,6 +209,24 @@ class TrainingJobs:
                 self.kick(project_id)
             else:
                 self.drain(project_id)
+        for project_id in self.projects_to_tidy():  # annotators paused after a round that pushed only its head
+            if background:
+                self.kick(project_id)
+            else:
+                self.drain(project_id)
+
+    def projects_to_tidy(self) -> list[int]:
+        """Projects between rounds whose serving version has not reached the whole pool in Label Studio yet,
+        now that annotators paused (no label for PRUNE_QUIET_S); a failed try waits BACKFILL_RETRY_S."""
+        quiet_since = utcnow() - timedelta(seconds=PRUNE_QUIET_S)
+        due = []
+        for project_id, record in self.store.projects_to_backfill():
+            if record and record.get("status") == "failed" and not _older_than(record.get("updated_at"),
+                                                                                 BACKFILL_RETRY_S):
+                continue
+            if self.store.labels_received_since(project_id, quiet_since) == 0:
+                due.append(project_id)
+        return due
 
     def recover(self, project_id: int) -> None:
         """Fail a round whose trainer died (its lease expired), queue one retry, and clean up after it.
@@ -224,6 +266,14 @@ class TrainingJobs:
         self._stop.set()
         for thread in list(self._active.values()):
             thread.join(timeout=timeout)
+
+
+def _older_than(stamp: Any, seconds: float) -> bool:
+    """Whether an ISO time stamp (a record's ``updated_at``) lies more than ``seconds`` back (unreadable: yes)."""
+    try:
+        return (utcnow() - datetime.fromisoformat(str(stamp))).total_seconds() > seconds
+    except (TypeError, ValueError):  # unreadable, or without a zone
+        return True
 
 
 class JobBusy(RuntimeError):

@@ -53,7 +53,7 @@ STOP_SAMPLE = 2000
 PUSH_HEAD_MIN = 100
 #: A label this recent means a crowd is at work: pushes pause between batches for it (see PushPace).
 CROWD_WINDOW = timedelta(seconds=120)
-#: How many versions just past the retention window each round re-checks for predictions to delete.
+#: How many of the newest failed rounds have their model files removed at each pruning.
 PRUNE_LOOKBACK = 15
 
 
@@ -343,9 +343,6 @@ class IterationRunner:
         # of seconds of its write lock; the rest is answered by /predict (from this round's stored rows)
         # when an annotator opens the task.
         self.push_limit = push_limit
-        # Versions this process already pruned: each DELETE takes Label Studio's write lock, even for a
-        # version with nothing left, so none is sent twice (another process may send one more, harmlessly).
-        self._pruned: set[tuple[int, str]] = set()
 
     def run(self, iteration: Iteration, still_owner: Callable[[], bool]) -> None:
         """Run and record the outcome. Never raises for a training failure: it is stored instead."""
@@ -383,44 +380,146 @@ class IterationRunner:
         cycle = self.store.labels_received_since(project.id, previous.started_at)
         return min(self.push_limit, max(PUSH_HEAD_MIN, 4 * project.rules.retrain_every, 4 * cycle))
 
-    def prune_versions(self, project_id: int, limit: int | None = None, min_backlog: int = 0) -> list[str]:
-        """Delete Label Studio's predictions of versions older than the newest ``keep_versions``.
+    def prune_versions(self, project_id: int, limit: int | None = None, min_backlog: int = 0,
+                       should_stop: Callable[[], bool] = lambda: False) -> dict[str, int]:
+        """Delete from Label Studio the predictions of this backend's versions it no longer needs; returns
+        ``version -> predictions deleted``.
 
-        Every round pushes a prediction per unlabelled task; kept forever they slow every later read
-        of the project's tasks. Only versions this backend produced are touched, never those an
-        auto-labelling run used (its labels would vanish), and only the few just past the window (so
-        a round whose clean-up failed is caught up next time without re-deleting the whole history).
-        Failed rounds always go, whatever ``keep_versions`` says: predictions they pushed before failing,
-        and the model file they wrote. ``limit`` caps the DELETEs of one call: the training loop prunes a
-        version or two at a time when no round is waiting, never on a round's own path, because each
-        DELETE holds Label Studio's write lock while annotators submit (Label Studio deletes a version's
-        predictions one by one, each with its task's counter update, in one transaction). Nothing is
-        deleted while fewer than ``min_backlog`` versions wait for it (the caller's choice while a crowd
-        labels).
+        Every round pushes a prediction per task of its queue's head; kept forever they slow every later
+        read of the project's tasks. What is deleted is decided from what Label Studio *holds* (its
+        model-versions count), not from what this process remembers having sent: a DELETE that went
+        nowhere, another worker's pruning, a version whose round failed before pushing, none of them can
+        make the two drift apart or spend a DELETE on a version with nothing left. Kept: the newest
+        ``keep_versions`` succeeded rounds (0 = all), the serving version, versions an auto-labelling run
+        used (its labels would vanish), rounds still queued or running, and whatever Label Studio serves
+        (a DELETE of it would clear the project's ``model_version``). Failed rounds always go, with the
+        model files they wrote.
+
+        Each DELETE holds Label Studio's write lock while annotators submit (Label Studio deletes a version's
+        predictions one by one, each with its task's counter update, in one transaction): the training loop
+        prunes only when no round runs or waits, stops as soon as ``should_stop()`` (a round was queued),
+        pauses after each DELETE like a push does (:class:`PushPace`), caps the DELETEs of one call at
+        ``limit``, and deletes nothing while fewer than ``min_backlog`` versions wait (the caller's choice
+        while a crowd labels).
         """
         project = self.store.get_project(project_id)
         if project is None:
-            return []
-        keep = project.rules.keep_versions
-        versions = self.store.versions(project_id)
-        protected = self.store.autolabelled_versions(project_id)
-        stale = versions[max(0, len(versions) - keep - PRUNE_LOOKBACK) : -keep] if keep > 0 else []
-        failed = self.store.failed_versions(project_id, PRUNE_LOOKBACK)
-        for version in failed:
+            return {}
+        for version in self.store.failed_versions(project_id, PRUNE_LOOKBACK):
             self.models.discard(project_id, version)
         gateway = self.gateway_for(project)
-        deleted = []
-        doomed = [v for v in dict.fromkeys([*failed, *stale])
-                  if v not in protected and (project_id, v) not in self._pruned]
-        if len(doomed) < max(1, min_backlog):
-            return []
-        for version in doomed[:limit]:
-            if gateway.delete_version(project_id, version):
-                deleted.append(version)
-            self._pruned.add((project_id, version))
+        held = gateway.model_versions(project_id)
+        doomed = self._doomed_versions(project, held)
+        if not doomed or len(doomed) < min_backlog:
+            return {}
+        live = self._serving_in_label_studio(gateway, project, doomed, held)
+        deleted: dict[str, int] = {}
+        pace = PushPace(self.store, project_id)
+        for version in (v for v in doomed if v != live):
+            if (limit is not None and len(deleted) >= limit) or should_stop():
+                break
+            began = time.monotonic()
+            deleted[version] = gateway.delete_version(project_id, version)
+            time.sleep(max(0.0, pace()) * (time.monotonic() - began))
         if deleted:
-            log.info("project %s: deleted the predictions of %s from Label Studio", project_id, ", ".join(deleted))
+            log.info("project %s: deleted from Label Studio the predictions of %s", project_id,
+                     ", ".join(f"{v} ({n})" for v, n in deleted.items()))
         return deleted
+
+    def _doomed_versions(self, project: Project, held: dict[str, int]) -> list[str]:
+        """The versions Label Studio holds predictions of that this backend made and no longer needs, oldest first."""
+        rounds = self.store.version_statuses(project.id)
+        succeeded = [v for v, status in rounds if status == "succeeded"]
+        keep_n = project.rules.keep_versions
+        keep = set(succeeded[-keep_n:] if keep_n > 0 else succeeded) | {project.current_version}
+        keep |= self.store.autolabelled_versions(project.id)
+        return [v for v, status in rounds
+                if v in held and v not in keep and status in ("succeeded", "failed")]
+
+    def _serving_in_label_studio(self, gateway: LabelStudioGateway, project: Project, doomed: list[str],
+                                 held: dict[str, int]) -> str | None:
+        """The version Label Studio serves; pointed back at ours first when it serves one about to go.
+
+        Label Studio can be left on a round that failed after it was set (its history write failed, or its
+        trainer died): it then orders the queue by a version labelloop does not serve.
+        """
+        live = gateway.project_model_version(project.id)
+        serving = project.current_version
+        if serving is not None and live in doomed and serving in held and live != serving:
+            gateway.publish_version(project.id, serving, project.rules.set_sampling)
+            log.warning("project %s: Label Studio served %s, a version labelloop no longer serves; set back to %s",
+                        project.id, live, serving)
+            return serving
+        return live
+
+    def backfill(self, project_id: int, should_stop: Callable[[], bool] = lambda: False) -> dict[str, Any] | None:
+        """Give every unlabelled pool task the serving version's prediction in Label Studio, between rounds.
+
+        A round pushes only its queue's head (``push_limit``); without this the rest of the pool keeps an
+        older version's prediction (or none), and Label Studio's score column mixes versions. What is
+        pushed is what the round already computed (its stored rows, :meth:`Store.all_scored_tasks`: no
+        model pass), in queue order, paced like a round's push (:class:`PushPace`), and it stops as soon as
+        ``should_stop()`` (a round was queued). Resumable and idempotent: each run asks Label Studio which
+        unlabelled tasks lack the version, so a task already holding it (pushed earlier, or stored by Label
+        Studio from ``/predict``) is never pushed again. What it did is kept in the serving round's history
+        (``metrics.backfill``); returns that record, None before the first round.
+        """
+        project = self.store.get_project(project_id)
+        if project is None or project.current_iteration_id is None or not project.current_version:
+            return None
+        iteration = self.store.get_iteration(project.current_iteration_id)
+        assert iteration is not None
+        metrics = iteration.metrics or {}
+        record = dict(metrics.get("backfill") or {})
+        if record.get("status") == "done":
+            return record
+        began = time.perf_counter()
+        record.update(status="running", version=iteration.version, runs=int(record.get("runs", 0)) + 1,
+                      pushed=int(record.get("pushed", 0)))
+        pushed_by_round = metrics.get("label_studio") or {}
+        try:
+            if pushed_by_round.get("served_by_predict") == 0 and "push_error" not in pushed_by_round:
+                record.update(status="done", pool=iteration.n_pool or 0, missing=0)  # the round pushed its pool
+            else:
+                self._backfill_push(project, iteration, record, should_stop)
+        except Exception as exc:  # recorded for the operator; the next quiet moment tries again
+            record.update(status="failed", error=f"{type(exc).__name__}: {exc}"[:2000])
+            raise
+        finally:
+            record["seconds"] = round(float(record.get("seconds", 0.0)) + time.perf_counter() - began, 3)
+            record["updated_at"] = utcnow().isoformat()
+            self.store.record_backfill(iteration.id, record)
+        if record["status"] == "done":
+            log.info("project %s: %s now predicts every unlabelled pool task in Label Studio (%d pushed here)",
+                     project_id, iteration.version, record["pushed"])
+        return record
+
+    def _backfill_push(self, project: Project, iteration: Iteration, record: dict[str, Any],
+                       should_stop: Callable[[], bool]) -> None:
+        """Push the serving round's stored prediction to each pool task Label Studio lacks it for (see backfill)."""
+        version = iteration.version
+        gateway = self.gateway_for(project)
+        rows = self.store.all_scored_tasks(iteration.id)
+        lacking = gateway.unlabelled_without(project.id, version)
+        todo = sorted((t for t in rows if t in lacking), key=lambda t: rows[t][1])  # queue order: lowest score first
+        record.update(pool=len(rows), missing=len(todo), not_scored=len(lacking) - len(todo))
+        spec = read_label_config(project.label_config or gateway.label_config(project.id)).spec
+        pace = PushPace(self.store, project.id)
+        for start in range(0, len(todo), self.push_batch_size):
+            if should_stop():
+                record.update(status="stopped", reason="a round was queued (or the lease was lost)")
+                return
+            batch = [{"task": t, **spec.prediction(rows[t][0], rows[t][1], version, rows[t][2])}
+                     for t in todo[start : start + self.push_batch_size]]
+            began = time.monotonic()
+            gateway.import_predictions(project.id, batch, self.push_batch_size)
+            record["pushed"] += len(batch)
+            record["paced"] = bool(record.get("paced")) or pace.paced
+            if start + len(batch) < len(todo):
+                self.store.record_backfill(iteration.id, {**record, "updated_at": utcnow().isoformat()})
+                time.sleep(max(0.0, pace()) * (time.monotonic() - began))
+        record["paced"] = bool(record.get("paced")) or pace.paced
+        record["status"] = "done"
 
     def _problem(self, project_id: int, exc: Exception) -> Problem | None:
         """The user-fixable reason behind a failed round (a refused key, an unreachable Label Studio, a refused

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Text, cast, func, insert, or_, select, update
+from sqlalchemy.orm import aliased
 
 from backend.config import ProjectPolicy
 from backend.store.base import Database, as_utc
@@ -17,6 +18,8 @@ from backend.store.schema import Artifact, Event, Iteration, Project, TaskScore,
 
 #: How a round whose trainer died is marked (the start of its error).
 LOST_ROUND = "worker lost"
+#: ``min_labels`` of :meth:`IterationStore.request_training` meaning the project's own ``retrain_every``.
+RETRAIN_EVERY = -1
 
 
 class IterationStore(Database):
@@ -24,9 +27,11 @@ class IterationStore(Database):
     def request_training(self, project_id: int, trigger: str, min_labels: int = 0) -> Iteration | None:
         """Queue an iteration, or return the one already queued (triggers fold into one run).
 
-        ``min_labels``: queue only if at least this many labels still wait for a round, checked under the
-        same lock as the queueing. A trigger that counted the labels just before a round started (and took
-        them) then queues nothing, instead of a round with nothing new to train on; returns None.
+        ``min_labels``: queue only if at least this many labels still wait for a round (:data:`RETRAIN_EVERY`:
+        the project's ``retrain_every``, read here), checked under the same lock as the queueing. A trigger
+        decides it is due from a count read without that lock (a settle, the ticker); a round can start in
+        between and take those labels, and a second trigger that saw the same labels would then queue a round
+        with nothing new to train on. Checked here, it queues nothing and gets None.
         """
         with self.session() as s:
             # Touch the project row first: on PostgreSQL this row lock serialises concurrent
@@ -38,6 +43,9 @@ class IterationStore(Database):
             )
             if queued is not None:
                 return queued
+            if min_labels == RETRAIN_EVERY:
+                project = s.get(Project, project_id)
+                min_labels = project.rules.retrain_every if project is not None else 1
             if min_labels > 0 and (s.scalar(waiting_labels(project_id, counted_from(project_id))) or 0) < min_labels:
                 return None
             last = s.scalar(select(func.max(Iteration.number)).where(Iteration.project_id == project_id)) or 0
@@ -162,6 +170,34 @@ class IterationStore(Database):
             return list(s.scalars(select(Iteration.version).where(
                 Iteration.project_id == project_id, Iteration.status == "failed"
             ).order_by(Iteration.number.desc()).limit(limit)))
+
+    def version_statuses(self, project_id: int) -> list[tuple[str, str]]:
+        """``(version, status)`` of every round of the project, oldest first (no history columns read)."""
+        with self.session() as s:
+            return [(v, st) for v, st in s.execute(
+                select(Iteration.version, Iteration.status).where(Iteration.project_id == project_id)
+                .order_by(Iteration.number))]
+
+    def record_backfill(self, iteration_id: int, record: dict[str, Any]) -> None:
+        """Keep what the between-rounds backfill did for a round in its history (``metrics.backfill``)."""
+        with self.session() as s:
+            iteration = s.get(Iteration, iteration_id)
+            if iteration is not None:
+                iteration.metrics = {**(iteration.metrics or {}), "backfill": dict(record)}
+
+    def projects_to_backfill(self) -> list[tuple[int, dict[str, Any] | None]]:
+        """Projects with no round queued or running whose serving round's backfill is not done, each with
+        that round's backfill record so far (None: never tried).
+
+        One small query: the serving rounds' ``metrics.backfill`` (a JSON path), not their whole history.
+        """
+        other = aliased(Iteration)
+        busy = select(other.id).where(other.project_id == Project.id, other.status.in_(("queued", "running"))).exists()
+        with self.session() as s:
+            rows = s.execute(select(Project.id, Iteration.metrics["backfill"])
+                             .join(Iteration, Iteration.id == Project.current_iteration_id).where(~busy)).all()
+        return [(int(p), b if isinstance(b, dict) else None) for p, b in rows
+                if not (isinstance(b, dict) and b.get("status") == "done")]
 
     def has_queued(self, project_id: int) -> bool:
         with self.session() as s:

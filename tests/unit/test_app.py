@@ -85,6 +85,21 @@ class FakeGateway:
         self.deleted.append(version)
         return 1
 
+    # What Label Studio holds: the predictions pushed, less the versions deleted.
+    def model_versions(self, project_id: int) -> dict[str, int]:
+        held: dict[str, int] = {}
+        for p in self.pushed:
+            if p["model_version"] not in self.deleted:
+                held[p["model_version"]] = held.get(p["model_version"], 0) + 1
+        return held
+
+    def project_model_version(self, project_id: int) -> str | None:
+        return self.published[-1][1] if self.published else None
+
+    def unlabelled_without(self, project_id: int, version: str) -> set[int]:
+        holding = {p["task"] for p in self.pushed if p["model_version"] == version and version not in self.deleted}
+        return {t["id"] for t in self.tasks if not t.get("annotations")} - holding
+
     def publish_version(self, project_id: int, version: str, uncertainty_sampling: bool) -> None:
         self.published.append((project_id, version, uncertainty_sampling))
 
@@ -700,7 +715,7 @@ def test_old_versions_wait_for_a_quiet_moment_while_the_crowd_labels(app_env, mo
     monkeypatch.setattr(scheduling, "PRUNE_QUIET_S", 0.0)  # the crowd paused
     client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 1}})
     assert wait_for_iteration(services, 1, 4).status == "succeeded"
-    wait_until(lambda: gateway.deleted == ["it-1", "it-2"], "the backlog pruned in the quiet moment")
+    wait_until(lambda: gateway.deleted == ["it-1", "it-2", "it-3"], "the backlog pruned in the quiet moment")
 
 
 def test_a_retrain_on_unchanged_labels_gives_the_same_model(app_env) -> None:

@@ -203,7 +203,10 @@ def test_only_the_head_of_the_queue_is_pushed_and_predict_serves_the_rest(shared
     (it,) = server.store.iterations(1)
     assert it.status == "succeeded", it.error
     rows = sorted(server.store.task_scores(it.id), key=lambda r: r.rank)
-    assert [p["task"] for p in gateway.pushed] == [r.task_id for r in rows[:4]]  # served first = pushed
+    assert [p["task"] for p in gateway.pushed[:4]] == [r.task_id for r in rows[:4]]  # served first = pushed
+    # The rest reached Label Studio after the round, between rounds (the backfill), in queue order.
+    assert [p["task"] for p in gateway.pushed[4:]] == [r.task_id for r in rows[4:]]
+    assert it.metrics["backfill"]["status"] == "done" and it.metrics["backfill"]["pushed"] == 6
     pushed = it.metrics["label_studio"]
     assert pushed.pop("order_live_after_s") >= 0
     assert pushed == {"pushed": 4, "version_set": True, "served_by_predict": 6, "head": 4,
