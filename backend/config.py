@@ -135,6 +135,10 @@ class ProjectPolicy(BaseModel):
         "Object detection: the built-in detector's parameters (`model.detection.BoxDetector`), e.g. "
         "`{\"image_size\": 128, \"epochs\": 150, \"mc_samples\": 8}`; JSON in the environment. An unknown "
         "name is refused."))
+    tagger: dict[str, Any] = Field(default_factory=dict, description=(
+        "Spans (NER): the built-in tagger's parameters (`model.spans.SpanTagger`: a CRF), e.g. "
+        "`{\"c1\": 0.05, \"c2\": 0.05, \"max_iterations\": 100}`; JSON in the environment. An unknown name is "
+        "refused."))
 
     @field_validator("strategy", "queue", "calibration")
     @classmethod
@@ -144,7 +148,7 @@ class ProjectPolicy(BaseModel):
             raise ValueError(f"unknown {info.field_name} {value!r}; choose one of {choices}")
         return value
 
-    @field_validator("detector")
+    @field_validator("detector", "tagger")
     @classmethod
     def _family_params(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
         """Only the family's model's own parameters (not its classes: those come from the label config)."""
@@ -288,11 +292,12 @@ class Settings(BaseModel):
         policy_raw: dict[str, Any] = {key: get(name) for key, name in env_names.items() if get(name) is not None}
         if "trusted_types" in policy_raw:  # a comma-separated list in the environment
             policy_raw["trusted_types"] = [t.strip() for t in str(policy_raw["trusted_types"]).split(",") if t.strip()]
-        if "detector" in policy_raw:  # JSON in the environment
-            try:
-                policy_raw["detector"] = json.loads(str(policy_raw["detector"]))
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"LABELLOOP_DETECTOR={policy_raw['detector']!r}: not JSON ({exc})") from exc
+        for field in ("detector", "tagger"):  # a label family's model parameters: JSON in the environment
+            if field in policy_raw:
+                try:
+                    policy_raw[field] = json.loads(str(policy_raw[field]))
+                except json.JSONDecodeError as exc:
+                    raise ValueError(f"{env_names[field]}={policy_raw[field]!r}: not JSON ({exc})") from exc
         try:
             policy = ProjectPolicy.model_validate(policy_raw)
         except ValidationError as exc:

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from backend.errors import UnsupportedConfig
-from backend.labelstudio.tasktypes import ChoicesTask, MultiControlTask, RectanglesTask, TaskType
+from backend.labelstudio.tasktypes import ChoicesTask, LabelsTask, MultiControlTask, RectanglesTask, TaskType
 
 #: The strategy name that means "the family's default for this input".
 AUTO = "auto"
@@ -173,6 +173,42 @@ class Boxes(LabelFamily):
         return set(BoxDetector().get_params()) - {"classes"}
 
 
+class Spans(LabelFamily):
+    """``<Labels>`` over ``<Text>``: spans per text from a CRF tagger trained on the project's own spans,
+    which scores itself (sequence uncertainty: least confidence of the best path by default)."""
+
+    name = "spans"
+    task_type = LabelsTask
+    model_modules = ("model.spans.tagger",)
+    params_field = "tagger"
+    replay_elsewhere = "`labelloop simulate-spans` (model.spans.simulation)"
+
+    def strategies(self) -> list[str]:
+        """Its own heuristics and every classification name (mapped by ``span_strategy_name``: margin to
+        least confidence, entropy to token entropy, sampled names to the default while the CRF cannot sample)."""
+        from model.spans.uncertainty import SPAN_STRATEGIES
+        from model.uncertainty import STRATEGIES
+
+        return sorted({*SPAN_STRATEGIES, *STRATEGIES})
+
+    def default_strategy(self, task_type: TaskType, model: str) -> str:
+        from model.spans.uncertainty import DEFAULT_SPAN_STRATEGY
+
+        return DEFAULT_SPAN_STRATEGY
+
+    def build_estimator(self, task_type: TaskType, request: EstimatorRequest) -> Any:
+        from model.spans.tagger import SpanTagger
+
+        assert isinstance(task_type, LabelsTask)
+        return SpanTagger(labels=list(task_type.labels), random_state=request.random_state,
+                          **self.params_of(request))
+
+    def param_names(self) -> set[str]:
+        from model.spans.tagger import SpanTagger
+
+        return set(SpanTagger().get_params()) - {"labels", "random_state"}
+
+
 class Composite(LabelFamily):
     """Several controls on one object: a model per control (``model.percontrol.PerControl``)."""
 
@@ -198,7 +234,7 @@ class Composite(LabelFamily):
 
 CLASSES = Classes()
 #: Label family name -> family. A new label type registers here.
-FAMILIES: dict[str, LabelFamily] = {f.name: f for f in (CLASSES, Boxes())}
+FAMILIES: dict[str, LabelFamily] = {f.name: f for f in (CLASSES, Boxes(), Spans())}
 COMPOSITE = Composite()
 #: Control tag -> task type, for the label-config parser.
 TASK_TYPES: dict[str, type[TaskType]] = {f.task_type.tag: f.task_type for f in FAMILIES.values()}

@@ -179,7 +179,8 @@ class SpanTagger(BaseEstimator):
     # ------------------------------------------------------------------ inference
 
     def predict(self, X: Sequence[str]) -> list[list[dict[str, Any]]]:
-        """Spans per document: ``{"start", "end", "label", "score"}``, ``score`` = P(this span is right)."""
+        """Spans per document: ``{"start", "end", "label", "score", "text"}``, ``score`` = P(this span is right),
+        ``text`` the characters it covers."""
         return self._decode(_check_texts(X))[0]
 
     def transform(self, X: Sequence[str]) -> Any:
@@ -234,8 +235,10 @@ class SpanTagger(BaseEstimator):
                 continue  # a chain without spans: every token is outside, surely
             self._decode_chain(c, tokens, feats, spans, log_prob, entropy)
         order = {name: k for k, name in enumerate(self.labels_)}
-        for doc in spans:
+        for text, doc in zip(texts, spans, strict=True):
             doc.sort(key=lambda s: (s["start"], s["end"], order[s["label"]]))
+            for span in doc:  # the covered text, as Label Studio's value.text holds it
+                span["text"] = text[span["start"]:span["end"]]
         posterior = SequencePosterior(log_prob=np.minimum(log_prob, 0.0), entropy=entropy, n_tokens=n_tokens,
                                       n_decisions=n_tokens * len(self.models_))
         return spans, posterior

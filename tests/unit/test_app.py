@@ -149,9 +149,10 @@ def test_setup_accepts_supported_and_names_unsupported_tags(app_env) -> None:
     resp = setup_project(client)
     assert resp.status_code == 200 and resp.get_json() == {"model_version": "untrained"}
     assert services.store.get_project(1).label_config == CONFIG
-    bad = client.post("/setup", json={"project": "2.1", "schema": '<View><Text name="t" value="$t"/>'
-                                      '<Labels name="ner" toName="t"><Label value="P"/></Labels></View>'})
-    assert bad.status_code == 422 and '<Labels name="ner">' in bad.get_json()["error"]
+    bad = client.post("/setup", json={"project": "2.1", "schema": '<View><Image name="i" value="$i"/>'
+                                      '<PolygonLabels name="poly" toName="i"><Label value="P"/></PolygonLabels>'
+                                      '</View>'})
+    assert bad.status_code == 422 and '<PolygonLabels name="poly">' in bad.get_json()["error"]
 
 
 def test_setup_extra_params_set_policy_and_bad_ones_are_named(app_env) -> None:

@@ -451,9 +451,10 @@ ODD_STRINGS = ["", "\x00", "a\x00b", "\ud800", "1.1700000000", "99999999999.1", 
                " 1", "-1", "NaN", "null", "<View/>", "%00", "../.."]
 ACTIONS = ["ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_CREATED", "START_TRAINING", "TASKS_CREATED",
            "PROJECT_UPDATED"]
-UNSUPPORTED = ('<View><Text name="t" value="$t"/><Labels name="ner" toName="t"><Label value="P"/></Labels>'
-               "</View>")
-CONFIGS = [CONFIG, UNSUPPORTED, "<View>", "<View/>", "\x00"]
+UNSUPPORTED = ('<View><Image name="i" value="$i"/><PolygonLabels name="p" toName="i"><Label value="P"/>'
+               "</PolygonLabels></View>")
+SPANS = '<View><Text name="t" value="$t"/><Labels name="ner" toName="t"><Label value="P"/></Labels></View>'
+CONFIGS = [CONFIG, UNSUPPORTED, SPANS, "<View>", "<View/>", "\x00"]
 configs = st.sampled_from(range(len(CONFIGS))).map(lambda i: CONFIGS[i])
 
 ids = st.one_of(st.integers(1, 4), st.sampled_from(ID_EDGES), st.integers())

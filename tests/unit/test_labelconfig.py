@@ -28,8 +28,10 @@ def test_image_multiple_choice() -> None:
 @pytest.mark.parametrize(
     ("config", "needle"),
     [
-        ('<View><Text name="t" value="$t"/><Labels name="ner" toName="t"><Label value="PER"/></Labels></View>',
-         '<Labels name="ner">'),
+        ('<View><Image name="i" value="$i"/><PolygonLabels name="poly" toName="i"><Label value="PER"/>'
+         '</PolygonLabels></View>', '<PolygonLabels name="poly">'),
+        ('<View><Image name="i" value="$i"/><Labels name="ner" toName="i"><Label value="PER"/></Labels></View>',
+         '<Labels name="ner">: unsupported object tag <Image name="i">'),
         ('<View><Audio name="a" value="$a"/><Choices name="c" toName="a"><Choice value="x"/>'
          '<Choice value="y"/></Choices></View>', "<Audio"),
         ('<View><Text name="t" value="$t"/></View>', "at least one supported control"),

@@ -51,7 +51,8 @@ def test_predicted_spans_are_on_the_text(english):
     spans = tagger.predict([text])[0]
     assert {(text[s["start"]:s["end"]], s["label"]) for s in spans} >= {("Alice Johnson", "PER"), ("Globex", "ORG")}
     for s in spans:
-        assert set(s) == {"start", "end", "label", "score"} and 0.0 <= s["score"] <= 1.0
+        assert set(s) == {"start", "end", "label", "score", "text"} and 0.0 <= s["score"] <= 1.0
+        assert s["text"] == text[s["start"]:s["end"]]
 
 
 def test_persistence_round_trip_without_pickle(english):

@@ -4,5 +4,6 @@ from backend.labelstudio.tasktypes.base import TaskType, UnsupportedConfig
 from backend.labelstudio.tasktypes.choices import ChoicesTask
 from backend.labelstudio.tasktypes.multi import MultiControlTask
 from backend.labelstudio.tasktypes.rectangles import RectanglesTask
+from backend.labelstudio.tasktypes.spans import LabelsTask
 
-__all__ = ["ChoicesTask", "MultiControlTask", "RectanglesTask", "TaskType", "UnsupportedConfig"]
+__all__ = ["ChoicesTask", "LabelsTask", "MultiControlTask", "RectanglesTask", "TaskType", "UnsupportedConfig"]
