@@ -22,7 +22,8 @@ from model.uncertainty import confidence_score
 
 
 class PerControl(BaseEstimator):
-    """``estimators``: control name -> unfitted estimator. Fitted: ``estimators_`` and ``n_trained_``."""
+    """``estimators``: control name -> unfitted estimator. Fitted: ``estimators_``, ``n_trained_`` and
+    ``rows_`` (each control's training rows, so what a control's model reports per row maps back)."""
 
     def __init__(self, estimators: Mapping[str, Any] | None = None) -> None:
         self.estimators = estimators
@@ -38,9 +39,11 @@ class PerControl(BaseEstimator):
             raise ValueError(f"{len(X)} inputs but {len(y)} targets")
         self.estimators_: dict[str, Any] = {}
         self.n_trained_: dict[str, int] = {}
+        self.rows_: dict[str, list[int]] = {}  # which rows of X each control's model was fitted on
         for name, estimator in self.estimators.items():
             rows = [i for i, target in enumerate(y) if target.get(name) is not None]
             self.n_trained_[name] = len(rows)
+            self.rows_[name] = rows
             if rows:
                 self.estimators_[name] = estimator.fit([X[i] for i in rows], [y[i][name] for i in rows])
         if not self.estimators_:

@@ -273,6 +273,24 @@ class StepTimer:
             self.seconds[name] = round(self.seconds.get(name, 0.0) + time.perf_counter() - start, 4)
 
 
+def misaligned_spans(estimator: Any, train_ids: list[int]) -> list[dict[str, Any]]:
+    """Training spans that did not fall on token boundaries (snapped to them, or left out), per task: a
+    span tagger reports each one (``misaligned_``), and the round records them rather than drop any silently.
+    Several controls: each control's model's, with the control named."""
+    found = [(None, m, list(range(len(train_ids)))) for m in getattr(estimator, "misaligned_", None) or []]
+    rows = getattr(estimator, "rows_", None) or {}
+    for name, part in (getattr(estimator, "estimators_", None) or {}).items():
+        found.extend((name, m, rows.get(name, [])) for m in getattr(part, "misaligned_", None) or [])
+    out = []
+    for control, m, fitted_on in found:
+        doc = int(m.get("doc", -1))
+        row = {"task_id": train_ids[fitted_on[doc]] if 0 <= doc < len(fitted_on) else None, "start": m.get("start"),
+               "end": m.get("end"), "label": m.get("label"), "reason": m.get("reason"),
+               "snapped": m.get("snapped") is not None}
+        out.append({**row, "control": control} if control else row)
+    return out
+
+
 def difficulty_of(uncertainty: np.ndarray, thresholds: DifficultyThresholds) -> np.ndarray:
     """Easy / medium / hard per pool task once the validation split has fitted the thresholds; until then
     (fewer validation labels than ``fit_thresholds`` needs) every task is "unrated": a default cut on a
@@ -568,6 +586,10 @@ class IterationRunner:
                                    "read": read.stats(), "ignored_controls": list(config.ignored)}
         if getattr(estimator, "calibration_reason_", None):
             metrics["calibration_reason"] = estimator.calibration_reason_
+        misaligned = misaligned_spans(estimator, split.train_ids)
+        if misaligned:
+            metrics["misaligned_spans"] = {"count": len(misaligned), "snapped": sum(m["snapped"] for m in misaligned),
+                                           "first": misaligned[:100]}
         with steps("evaluate"):
             evaluation = evaluate_split(estimator, strategy, spec, split, metrics)
         if policy.control_fraction > 0:

@@ -149,3 +149,18 @@ def test_labels_and_choices_on_one_text_get_a_model_each(span_app) -> None:
     kinds = {r["from_name"]: r["type"] for r in pushed["result"]}
     assert kinds.get("topic") == "choices" and set(kinds.values()) <= {"choices", "labels"}
     assert any(r["type"] == "labels" for p in gateway.pushed for r in p["result"])
+
+
+def test_spans_off_token_boundaries_are_counted_and_reported_by_task(span_app) -> None:
+    client, services = span_app
+    tasks = span_tasks(40, 4)
+    first = tasks[0]
+    text = first["data"]["text"]
+    cut = first["annotations"][0]["result"][0]["value"]
+    inside = {"start": cut["start"] + 1, "end": cut["end"], "label": cut["labels"][0]}  # starts inside a word
+    first["annotations"][0]["result"][0] = region(text, inside)
+    it = run_round(client, services, SpanGateway(tasks, CONFIG), CONFIG)
+    report = it.metrics["misaligned_spans"]
+    assert report["count"] >= 1 and report["snapped"] >= 1
+    assert {"task_id": first["id"], "start": inside["start"], "end": inside["end"], "label": inside["label"],
+            "reason": "start_inside_token", "snapped": True} in report["first"]
