@@ -95,18 +95,20 @@ def _load_file(path: Path) -> types.ModuleType:
     return module
 
 
-def make_user_estimator(spec: str, random_state: int | None = None) -> Any:
-    """Call the factory (with ``random_state`` when it takes one) and check the contract."""
+def make_user_estimator(spec: str, random_state: int | None = None, required: Sequence[str] = ("fit", "predict_proba"),
+                        kind: str = "a scikit-learn classifier") -> Any:
+    """Call the factory (with ``random_state`` when it takes one) and check the contract: the ``required``
+    methods of ``kind`` (a classifier's by default; a span tagger's are ``fit`` and ``predict``)."""
     factory, _ = load_factory(spec)
     kwargs = {"random_state": random_state} if "random_state" in _parameters(factory) else {}
     try:
         estimator = factory(**kwargs)
     except Exception as exc:
         raise FactoryError(f"model {spec!r}: the factory raised {type(exc).__name__}: {exc}") from exc
-    missing = [m for m in ("fit", "predict_proba") if not callable(getattr(estimator, m, None))]
+    missing = [m for m in required if not callable(getattr(estimator, m, None))]
     if missing:
         raise FactoryError(f"model {spec!r}: the factory returned {type(estimator).__name__}, which has no "
-                           f"{' / '.join(missing)} (a scikit-learn classifier is expected)")
+                           f"{' / '.join(missing)} ({kind} is expected)")
     return estimator
 
 

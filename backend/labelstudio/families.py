@@ -88,6 +88,15 @@ class LabelFamily:
         """The parameters its model accepts in ``params_field`` (empty: it takes none)."""
         return set()
 
+    def check_factory(self, task_type: TaskType, factory: str, strategy: str) -> None:
+        """Refuse (``model.custom.FactoryError``) a bring-your-own factory this family cannot serve under
+        ``strategy``: build its estimator once and check the methods the family's contract needs."""
+        from model.custom import FactoryError
+
+        raise FactoryError(f"model {factory!r}: a bring-your-own model cannot serve <{task_type.tag} name="
+                           f"\"{task_type.from_name}\"> ({self.name}) yet; bring-your-own models serve <Choices> "
+                           "and <Labels> controls")
+
     def check_strategy(self, task_type: TaskType, strategy: str) -> None:
         """Refuse, naming the control and the valid names, a strategy this family cannot score."""
         if strategy != AUTO and strategy not in self.strategies():
@@ -124,6 +133,16 @@ class Classes(LabelFamily):
         from model.uncertainty import DEFAULT_STRATEGY, default_strategy
 
         return default_strategy(modality) if model in ("auto", "mlp") else DEFAULT_STRATEGY
+
+    def check_factory(self, task_type: TaskType, factory: str, strategy: str) -> None:
+        from model.custom import FactoryError, make_user_estimator
+        from model.uncertainty import STRATEGIES
+
+        estimator = make_user_estimator(factory)
+        sampled = strategy in STRATEGIES and STRATEGIES[strategy].input_ndim == 3
+        if sampled and not callable(getattr(estimator, "predict_proba_samples", None)):
+            raise FactoryError(f"model {factory!r} has no predict_proba_samples, which strategy {strategy!r} "
+                               "needs; choose margin, entropy or least_confidence")
 
     def build_estimator(self, task_type: TaskType, request: EstimatorRequest) -> Any:
         from model.custom import BringYourOwn, is_factory_spec
@@ -179,7 +198,7 @@ class Spans(LabelFamily):
 
     name = "spans"
     task_type = LabelsTask
-    model_modules = ("model.spans.tagger",)
+    model_modules = ("model.spans.tagger", "model.spans.custom")
     params_field = "tagger"
     replay_elsewhere = "`labelloop simulate-spans` (model.spans.simulation)"
 
@@ -197,11 +216,22 @@ class Spans(LabelFamily):
         return DEFAULT_SPAN_STRATEGY
 
     def build_estimator(self, task_type: TaskType, request: EstimatorRequest) -> Any:
+        from model.custom import is_factory_spec
+        from model.spans.custom import BringYourOwnTagger
         from model.spans.tagger import SpanTagger
 
         assert isinstance(task_type, LabelsTask)
+        if is_factory_spec(request.model):
+            return BringYourOwnTagger(factory=request.model, labels=list(task_type.labels),
+                                      random_state=request.random_state)
         return SpanTagger(labels=list(task_type.labels), random_state=request.random_state,
                           **self.params_of(request))
+
+    def check_factory(self, task_type: TaskType, factory: str, strategy: str) -> None:
+        from model.custom import make_user_estimator
+        from model.spans.custom import REQUIRED
+
+        make_user_estimator(factory, required=REQUIRED, kind="a span tagger")
 
     def param_names(self) -> set[str]:
         from model.spans.tagger import SpanTagger
@@ -230,6 +260,10 @@ class Composite(LabelFamily):
     def check_strategy(self, task_type: TaskType, strategy: str) -> None:
         for c in controls_of(task_type):
             family_of(c).check_strategy(c, strategy)
+
+    def check_factory(self, task_type: TaskType, factory: str, strategy: str) -> None:
+        for c in controls_of(task_type):
+            family_of(c).check_factory(c, factory, strategy)
 
 
 CLASSES = Classes()

@@ -23,8 +23,8 @@ from backend.labelstudio.families import (
 from backend.labelstudio.tasktypes import TaskType
 from backend.service.access import Forbidden
 from model import persistence
-from model.custom import FactoryError, is_factory_spec, load_factory, make_user_estimator, trusted_type_names
-from model.uncertainty import AUTO, DEFAULT_STRATEGY, STRATEGIES
+from model.custom import FactoryError, is_factory_spec, load_factory, trusted_type_names
+from model.uncertainty import AUTO, DEFAULT_STRATEGY
 
 __all__ = ["build_estimator", "calibration_for", "check_custom_model", "check_strategy", "resolve_strategy",
            "strategy_for",
@@ -94,17 +94,13 @@ def verify_loadable(artifact: bytes, model: str, declared: Sequence[str]) -> Non
                            "(a bare class name means one defined in the model's file)") from exc
 
 
-def check_custom_model(policy: ProjectPolicy, allowed: Sequence[str]) -> None:
-    """Refuse, before any round, a factory the operator did not allow, one that fails, or one that
-    cannot serve the strategy. Raises :class:`Forbidden` or :class:`FactoryError` naming the problem."""
+def check_custom_model(policy: ProjectPolicy, allowed: Sequence[str], spec: TaskType) -> None:
+    """Refuse, before any round, a factory the operator did not allow, one that fails, one the config's label
+    families cannot serve, or one that cannot serve the strategy. Raises :class:`Forbidden` or
+    :class:`FactoryError` naming the problem."""
     if not is_factory_spec(policy.model):
         return
     if policy.model not in allowed:
         raise Forbidden(f"model {policy.model!r} is not one the operator allowed: list it in LABELLOOP_CUSTOM_MODELS "
                         "(or set it as LABELLOOP_MODEL) on the server", field="extra_params.model")
-    estimator = make_user_estimator(policy.model)
-    strategy = resolve_strategy(policy.strategy, policy.model, None)
-    sampled = strategy in STRATEGIES and STRATEGIES[strategy].input_ndim == 3
-    if sampled and not callable(getattr(estimator, "predict_proba_samples", None)):
-        raise FactoryError(f"model {policy.model!r} has no predict_proba_samples, which strategy "
-                           f"{policy.strategy!r} needs; choose margin, entropy or least_confidence")
+    family_of(spec).check_factory(spec, policy.model, resolve_strategy(policy.strategy, policy.model, spec))

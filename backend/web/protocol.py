@@ -80,7 +80,7 @@ def setup() -> tuple[Response, int] | Response:
     check_strategy(spec, policy or (project.rules if project else svc.settings.policy))
     if policy is not None and (project is None or project.rules.model != policy.model):
         try:  # a bring-your-own model is refused now, not at the first round
-            check_custom_model(policy, svc.settings.allowed_models)
+            check_custom_model(policy, svc.settings.allowed_models, spec)
         except FactoryError as exc:
             return jsonify(error=str(exc), field="extra_params.model"), 422
     ask = SetupRequest(

@@ -164,3 +164,81 @@ def test_spans_off_token_boundaries_are_counted_and_reported_by_task(span_app) -
     assert report["count"] >= 1 and report["snapped"] >= 1
     assert {"task_id": first["id"], "start": inside["start"], "end": inside["end"], "label": inside["label"],
             "reason": "start_inside_token", "snapped": True} in report["first"]
+
+
+USER_TAGGER = '''
+"""A team's own tagger: a gazetteer of the spans it saw (a stand-in for a spaCy or flair model)."""
+import re
+
+
+class Gazetteer:
+    def __init__(self):
+        self.names = {}
+
+    def fit(self, texts, spans):
+        for text, doc in zip(texts, spans):
+            for s in doc:
+                self.names[text[s["start"]:s["end"]]] = s["label"]
+        return self
+
+    def predict(self, texts):
+        out = []
+        for text in texts:
+            found = []
+            for name, label in sorted(self.names.items(), key=lambda kv: -len(kv[0])):
+                for m in re.finditer(re.escape(name), text):
+                    if not any(f["start"] < m.end() and m.start() < f["end"] for f in found):
+                        found.append({"start": m.start(), "end": m.end(), "label": label, "score": 0.9})
+            out.append(sorted(found, key=lambda f: f["start"]))
+        return out
+
+
+def make():
+    return Gazetteer()
+
+
+class Scorer:
+    def fit(self, texts, spans):
+        return self
+
+    def predict_proba(self, texts):
+        return [[1.0] for _ in texts]
+
+
+def classifier():
+    return Scorer()
+'''
+
+
+def test_a_bring_your_own_tagger_serves_a_span_project(tmp_path) -> None:
+    path = tmp_path / "tagger.py"
+    path.write_text(USER_TAGGER)
+    spec = f"{path}:make"
+    settings = Settings(model_dir=tmp_path / "models", database_url=f"sqlite:///{tmp_path / 'db.sqlite3'}",
+                        policy=ProjectPolicy(retrain_every=1000, validation_fraction=0.3),
+                        label_studio_url="http://label-studio.invalid", label_studio_api_key="x" * 40,
+                        custom_models=[spec, f"{path}:classifier"])
+    app = create_app(settings, start_jobs=False, migrate=True)
+    services, client = app.extensions["labelloop"], app.test_client()
+    try:
+        gateway = SpanGateway(span_tasks(40, 12), CONFIG)
+        services.gateway_for = lambda project: gateway
+        refused = client.post("/setup", json={"project": "1.1", "schema": CONFIG,
+                                              "extra_params": {"model": f"{path}:classifier"}})
+        assert refused.status_code == 422 and "a span tagger is expected" in refused.get_json()["error"]
+        resp = client.post("/setup", json={"project": "1.1", "schema": CONFIG,
+                                           "extra_params": {"model": spec, "trusted_types": ["Gazetteer"]}})
+        assert resp.status_code == 200, resp.get_json()
+        services.jobs.trigger(1, "START_TRAINING", background=False)
+        services.jobs.drain(1)
+        (it,) = services.store.iterations(1)
+        assert it.status == "succeeded", it.error
+        assert it.model == spec and it.accuracy is not None
+        regions = [r for p in gateway.pushed for r in p["result"]]
+        assert regions and all(r["type"] == "labels" and r["score"] == 0.9 for r in regions)
+        body = client.post("/predict", json={"project": "1.1", "tasks": [
+            {"id": 999, "data": {"text": gateway.tasks[0]["data"]["text"]}}]}).get_json()
+        assert body["model_version"] == it.version and body["results"][0]["result"]
+    finally:
+        services.stop()
+        services.store.dispose()
