@@ -18,7 +18,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from backend.errors import NotReady
 from backend.labelstudio.labelconfig import UnsupportedConfig, cached_spec
 from backend.labelstudio.tasks import BadInput
-from backend.service.access import Forbidden, SetupRequest, authorize_setup
+from backend.service.access import Connection, Forbidden, SetupRequest, authorize_setup
 from backend.service.container import Services
 from backend.service.models import check_custom_model, check_strategy
 from backend.service.predict import UNTRAINED, predict_tasks
@@ -94,6 +94,8 @@ def setup() -> tuple[Response, int] | Response:
     settings = svc.settings
     env_url = settings.label_studio_url if settings.label_studio_url and settings.label_studio_api_key else None
     connection = authorize_setup(ask, project, env_url=env_url, verify=svc.verify_token)
+    if env_url is not None:  # stored too, so `labelloop` commands on this database reach Label Studio as we do
+        connection = Connection(env_url, settings.label_studio_api_key)
     svc.ensure_project(project_id, label_config=schema, label_studio_url=connection.url,
                        label_studio_token=connection.token, policy=policy)
     problem = svc.setup_problem(project_id)

@@ -128,3 +128,11 @@ def test_only_fixable_problems_are_diagnosed() -> None:
     assert diagnose(wrapped, "http://ls", "x").kind == "not_found"
     assert Problem.from_json({"kind": "auth", "message": "m", "fix": "f"}).text() == "m. Fix: f"
     assert Problem.from_json({"kind": "other"}) is None
+
+
+def test_the_servers_label_studio_is_stored_for_commands_on_the_same_database(app_env) -> None:
+    """`labelloop autolabel` in a fresh shell reads the connection from the database the server writes."""
+    client, services, _ = app_env
+    assert setup_project(client, hostname="http://elsewhere:8080", access_token="other").status_code == 200
+    project = services.store.get_project(1)
+    assert (project.label_studio_url, project.label_studio_token) == ("http://label-studio.invalid", "x" * 40)
