@@ -144,6 +144,11 @@ def _plot_metric_vs_labels(succeeded: list[dict[str, Any]], _autolabel: dict | N
     fig = _figure(8, 6 if with_ece else 4.5)
     axes = fig.subplots(2, 1, sharex=True, height_ratios=[2, 1]) if with_ece else [fig.subplots()]
     ax = axes[0]
+    band = sorted((x, lo, hi) for x, lo, hi in ((_num(it.get("labels_used")), *(it.get("accuracy_interval") or
+                  (None, None))) for it in succeeded) if x is not None and lo is not None and hi is not None)
+    if band:  # a handful of validation tasks early on: the interval says how little the point means
+        xs, lows, highs = zip(*band, strict=True)
+        ax.fill_between(xs, lows, highs, color=COLOURS["accuracy"], alpha=0.15, label="accuracy, 95 % interval")
     for idx, key, label in ((1, "accuracy", "accuracy"), (2, "macro_f1", "macro-F1")):
         pts = [(r[0], r[idx]) for r in rows if r[idx] is not None]
         if pts:
@@ -504,7 +509,7 @@ def _header(iterations: list[dict[str, Any]], succeeded: list[dict[str, Any]], p
     cards = [
         _card("latest model", latest.get("version") or "none yet"),
         _card("labels used", _int(latest.get("labels_used"))),
-        _card("accuracy", _fmt(latest.get("accuracy"))),
+        _card("accuracy", _with_interval(latest)),
         _card("macro-F1", _fmt(latest.get("macro_f1"))),
         _card("ECE", _fmt(_field(latest, "ece"))),
         _card("kappa", _fmt(_field(latest, "kappa"))),
@@ -516,9 +521,21 @@ def _header(iterations: list[dict[str, Any]], succeeded: list[dict[str, Any]], p
             f'<div class="cards">{"".join(cards)}</div></header>')
 
 
+def _with_interval(it: dict[str, Any]) -> str:
+    """The headline figure with its 95 % interval and validation size: "0.750 [0.30, 0.95], n=4"."""
+    value, interval = it.get("accuracy"), it.get("accuracy_interval")
+    if value is None:
+        return "–"
+    text = _fmt(value)
+    if interval:
+        text += f" [{float(interval[0]):.2f}, {float(interval[1]):.2f}]"
+    n = it.get("n_validation")
+    return f"{text}, n={n}" if n is not None else text
+
+
 def _iteration_table(iterations: list[dict[str, Any]]) -> str:
-    head = ("#", "version", "status", "trigger", "labels", "accuracy", "macro-F1", "ECE", "calibration", "kappa",
-            "easy/med/hard", "stop", "error")
+    head = ("#", "version", "status", "trigger", "labels", "validation", "accuracy [95 % interval]", "macro-F1",
+            "ECE", "calibration", "kappa", "easy/med/hard", "stop", "error")
     rows = []
     for it in iterations:
         counts = _sub(_sub(_metrics(it), "difficulty"), "counts")
@@ -530,7 +547,8 @@ def _iteration_table(iterations: list[dict[str, Any]]) -> str:
         rows.append(
             f'<tr class="{_e(status)}"><td>{_int(it.get("number"))}</td><td class="t">{_e(it.get("version"))}</td>'
             f'<td class="t">{_e(status)}</td><td class="t">{_e(it.get("trigger"))}</td>'
-            f"<td>{_int(it.get('labels_used'))}</td><td>{_fmt(it.get('accuracy'))}</td>"
+            f"<td>{_int(it.get('labels_used'))}</td><td>{_int(it.get('n_validation'))}</td>"
+            f"<td>{_e(_with_interval(it))}</td>"
             f"<td>{_fmt(it.get('macro_f1'))}</td><td>{_fmt(_field(it, 'ece'))}</td>"
             f'<td class="t">{_e(_field(it, "calibration") or "–")}</td><td>{_fmt(_field(it, "kappa"))}</td>'
             f"<td>{_e(difficulty)}</td><td>{'yes' if stop is True else ('no' if stop is False else '–')}</td>"

@@ -27,6 +27,7 @@ def _iteration(n: int, labels: int, acc: float, *, kappa: float | None, stop: bo
         "started_at": "2026-01-01T00:00:00+00:00", "finished_at": "2026-01-01T00:00:01+00:00",
         "labels_used": labels, "n_train": labels - 8, "n_validation": 8, "n_pool": 200 - labels,
         "strategy": "margin", "queue": "greedy", "accuracy": acc, "macro_f1": acc - 0.03, "fit_seconds": 0.05,
+        "accuracy_interval": [max(0.0, acc - 0.3), min(1.0, acc + 0.1)],
         "ece": 0.2 / n, "calibration": "temperature", "kappa": kappa, "mean_uncertainty": 0.5 / n,
         "stop_suggested": stop,
         "metrics": {
@@ -95,6 +96,10 @@ def test_full_history_writes_every_plot_and_a_self_contained_page(tmp_path: Path
     assert "labels pushed" in page and ">70<" in page and "needing review" in page and ">3<" in page
     # Confusion matrix as a table.
     assert "true ↓ / predicted →" in page
+    # Every accuracy with its validation size and interval (8 validation tasks give a wide one).
+    latest = history()[-1]
+    low, high = latest["accuracy_interval"]
+    assert f"{latest['accuracy']:.3f} [{low:.2f}, {high:.2f}], n=8" in page
 
 
 def test_missing_data_gives_notes_not_empty_pngs(tmp_path: Path) -> None:
