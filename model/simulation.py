@@ -24,6 +24,11 @@ Fairness and randomness, for one ``seed``:
 * estimator seeds are ``seed * 1000 + round``, queue seeds ``seed * 100_003 + round``, the
   random arm draws from ``np.random.default_rng([seed, 1])``.
 
+Noisy labels (``annotators``, :mod:`model.crowd.profiles`): each pool item's answer is drawn once
+per seed, before any arm runs, so every arm of a seed sees the same wrong labels; the models train
+on the answers, the test split keeps the truth (ground truth is the yardstick), and each curve
+records how many of the labels it trained on were wrong.
+
 Everything here is pure: arrays and lists in, numbers out; no printing, no files.
 """
 
@@ -38,6 +43,7 @@ from typing import Any
 import numpy as np
 from sklearn.model_selection import train_test_split
 
+from model.crowd.profiles import AnnotatorProfile, draw_answers
 from model.custom import BringYourOwn, is_factory_spec
 from model.estimators import make_estimator
 from model.evaluation import evaluate
@@ -219,14 +225,17 @@ def run_curve(
     modality: str = "image",
     estimator_params: dict[str, Any] | None = None,
     on_round: Callable[[int, float], None] | None = None,
+    annotators: AnnotatorProfile | None = None,
 ) -> dict[str, list]:
-    """Replay one labelling project and return ``{"labels": [...], "accuracy": [...]}``.
+    """Replay one labelling project and return ``{"labels": [...], "accuracy": [...], "wrong": [...]}``.
 
     ``strategy`` is an arm spec (see :func:`parse_arm`; ``queue`` is the default queue for a
     spec without ``+QUEUE``) or an :class:`Arm`. ``labels`` is :func:`label_grid`; ``accuracy``
     the test accuracy of the model trained on that many labels. ``estimator_params`` go to
     :func:`model.estimators.make_estimator` (e.g. ``{"C": 1.0}``). ``on_round(labels, accuracy)``
-    is called after every evaluation (progress reporting). Single-label only.
+    is called after every evaluation (progress reporting). ``annotators``: the labels revealed are
+    one simulated annotator's answer per item (:func:`noisy_pool_labels`), not the truth; ``wrong``
+    counts the wrong labels among those trained on at each label count. Single-label only.
     """
     arm = strategy if isinstance(strategy, Arm) else parse_arm(strategy, default_queue=queue)
     params = dict(estimator_params or {})
@@ -234,6 +243,7 @@ def run_curve(
     y_pool = [str(v) for v in y_pool]
     y_test = [str(v) for v in y_test]
     grid = label_grid(initial, batch_size, budget, len(X_pool))
+    y_given = y_pool if annotators is None else noisy_pool_labels(y_pool, classes, annotators, seed)
 
     labelled = list(initial_indices(y_pool, initial, seed))
     unlabelled_mask = np.ones(len(X_pool), dtype=bool)
@@ -243,9 +253,11 @@ def run_curve(
     random_picks = np.random.default_rng([seed, 1])
 
     accuracy: list[float] = []
+    wrong: list[int] = []
     for round_index, n_labels in enumerate(grid):
         estimator = arm_estimator(arm.estimator_strategy, modality, classes, seed * 1000 + round_index, params)
-        estimator.fit([X_pool[i] for i in labelled], [y_pool[i] for i in labelled])
+        estimator.fit([X_pool[i] for i in labelled], [y_given[i] for i in labelled])
+        wrong.append(sum(y_given[i] != y_pool[i] for i in labelled))
         predicted = labels_from_proba(estimator.classes_, estimator.predict_proba(X_test), multi_label=False)
         test_accuracy = float(evaluate(y_test, [row[0] for row in predicted], classes)["accuracy"])
         accuracy.append(test_accuracy)
@@ -265,7 +277,20 @@ def run_curve(
             picked = candidates[queued.order[:need]]
         labelled.extend(int(i) for i in picked)
         unlabelled_mask[picked] = False
-    return {"labels": grid, "accuracy": accuracy}
+    return {"labels": grid, "accuracy": accuracy, "wrong": wrong}
+
+
+def noisy_pool_labels(y_pool: Sequence[str], classes: Sequence[str], annotators: AnnotatorProfile,
+                      seed: int) -> list[str]:
+    """One answer per pool item from an annotator of ``annotators`` drawn at random (seeded by ``seed`` only).
+
+    The start of a replay is drawn from the true labels (:func:`initial_indices`), so the noise changes
+    what the models learn from, not which items they start from.
+    """
+    classes = list(classes)
+    index = {c: i for i, c in enumerate(classes)}
+    _, answers = draw_answers([index[v] for v in y_pool], annotators, len(classes), seed)
+    return [classes[k] for k in answers[:, 0]]
 
 
 def arm_estimator(strategy: str, modality: str, classes: Sequence[str], random_state: int,

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from model import simulation
+from model.crowd.profiles import AnnotatorProfile, noise_profile, parse_profile
 from model.simulation import RANDOM, Arm
 from model.uncertainty import AUTO
 
@@ -39,6 +40,11 @@ strategy specs (comma-separated in --strategies; `random` is always added as the
   bald                    MC-dropout MLP (the estimator follows the strategy, as on the server)
   random                  uniform random picks, trained with the plain logistic model
   random@bald             uniform random picks, trained with bald's estimator (MLP)
+
+noisy labels (the test split keeps the truth; every arm of a seed sees the same wrong labels):
+  --noise 0.1             a tenth of the labels flipped to another class
+  --annotators 0.9,0.9,0.7,spam   each task labelled by one of these annotators, drawn at random:
+                          accuracy 0.9 / 0.7 (else another class), `spam` = a uniformly random class
 
 example:
   labelloop simulate --dataset digits --strategies margin,entropy,bald --seeds 10 \\
@@ -289,6 +295,7 @@ class Plan:
     control_budget: int
     test_size: float
     model_params: dict[str, Any]
+    annotators: AnnotatorProfile | None = None
 
     def budget_of(self, arm: Arm) -> int:
         return self.control_budget if arm.is_random else self.budget
@@ -344,6 +351,7 @@ def run_one(plan: Plan, arm: Arm, seed: int, on_round: Callable[[int, float], No
         [data.inputs[i] for i in test], [data.labels[i] for i in test],
         data.classes, arm, initial=plan.initial, batch_size=plan.batch_size, budget=plan.budget_of(arm),
         seed=seed, modality=data.modality, estimator_params=plan.model_params, on_round=on_round,
+        annotators=plan.annotators,
     )
     curve["seconds"] = time.perf_counter() - started
     return curve
@@ -459,6 +467,7 @@ def build_report(plan: Plan, curves: dict[str, list[dict[str, Any]]], targets: S
             "warmup": arm.warmup,
             "estimator_of": arm.estimator_strategy,
             "seconds": sum(c["seconds"] for c in curves[arm.name]),
+            "wrong_labels_per_seed": [c.get("wrong", [0])[-1] for c in curves[arm.name]],
             **entry,
         }
     n = len(plan.data.labels)
@@ -483,6 +492,9 @@ def build_report(plan: Plan, curves: dict[str, list[dict[str, Any]]], targets: S
         "full_pool_accuracy": {"mean": full_mean, "per_seed": list(full_pool or []), "share": full_share},
         "tie_below": tie,
         "model_params": plan.model_params,
+        "annotators": plan.annotators.describe() if plan.annotators else None,
+        "expected_label_error": (plan.annotators.expected_error(len(plan.data.classes))
+                                 if plan.annotators else 0.0),
         "notes": plan.data.notes,
         **extra_config,
     }
@@ -507,7 +519,7 @@ def render_table(report: dict[str, Any]) -> Any:
     table = Table(
         title=(f"labelloop simulate - {config['dataset']} ({config['n_pool']} pool / {config['n_test']} test, "
                f"{len(config['classes'])} classes), {config['initial']} initial + batches of "
-               f"{config['batch_size']}, mean of {seeds} seed{'s' if seeds != 1 else ''}"),
+               f"{config['batch_size']}, mean of {seeds} seed{'s' if seeds != 1 else ''}" + _noise_title(config)),
         caption=("accuracy: mean test accuracy in % ± std over seeds; labels to reach: first label count whose mean "
                  "accuracy reaches the target; saving: labels random needs / labels the strategy needs; "
                  f"worst vs random: lowest (strategy - random) mean accuracy in points from {config['gap_from']} "
@@ -555,6 +567,13 @@ def render_table(report: dict[str, Any]) -> Any:
             cells.append(str(reached) if reached is not None else f">{labels[-1]}")
         table.add_row(*cells)
     return table
+
+
+def _noise_title(config: dict[str, Any]) -> str:
+    if not config.get("annotators"):
+        return ""
+    return (f"; noisy labels: annotators {config['annotators']} "
+            f"(~{100 * config['expected_label_error']:.0f} % wrong, test split clean)")
 
 
 def _area_cells(entry: dict[str, Any], control: bool) -> list[str]:
@@ -661,6 +680,21 @@ def _ints(text: str) -> list[int]:
     return values
 
 
+def _noise_rate(text: str) -> AnnotatorProfile | None:
+    try:
+        rate = float(text)
+        return noise_profile(rate) if rate > 0 else None  # 0 = the truth, the run without the option
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a share of flipped labels in [0, 1), got {text!r}") from None
+
+
+def _profile(text: str) -> AnnotatorProfile:
+    try:
+        return parse_profile(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _model_param(text: str) -> tuple[str, Any]:
     key, sep, value = text.partition("=")
     if not sep or not key.strip():
@@ -714,6 +748,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     parser.add_argument("--tie", type=float, default=0.005,
                         help="W/T/L: an area difference vs random below this (accuracy, 0.005 = half a point) "
                              "is a tie (default %(default)s)")
+    noise = parser.add_mutually_exclusive_group()
+    noise.add_argument("--noise", type=_noise_rate, metavar="RATE",
+                       help="flip this share of the revealed labels to another class, e.g. 0.1 (default: none)")
+    noise.add_argument("--annotators", type=_profile, metavar="PROFILE",
+                       help="each task is labelled by one of these simulated annotators, drawn at random: "
+                            "accuracies and `spam`, e.g. 0.9,0.9,0.9,0.9,0.7,spam (default: the truth)")
     parser.add_argument("--model-param", type=_model_param, action="append", default=[], metavar="KEY=VALUE",
                         help="estimator parameter for every arm, e.g. C=1.0 or model=mlp (repeatable)")
     parser.add_argument("--plot", type=Path, metavar="PNG", help="write the learning curves here")
@@ -760,7 +800,8 @@ def _plan_from_args(args: argparse.Namespace, settings: Any) -> Plan:
     control_budget = max(args.budget, args.control_budget or args.budget)
     plan = Plan(data=data, arms=arms, seeds=list(range(args.seeds)), initial=args.initial,
                 batch_size=args.batch_size, budget=args.budget, control_budget=control_budget,
-                test_size=args.test_size, model_params=dict(args.model_param))
+                test_size=args.test_size, model_params=dict(args.model_param),
+                annotators=args.annotators or args.noise)
     pool_size = len(data.labels) - _test_count(len(data.labels), args.test_size)
     simulation.label_grid(args.initial, args.batch_size, args.budget, pool_size)  # validates the numbers
     from model.custom import BringYourOwn, FactoryError, make_user_estimator

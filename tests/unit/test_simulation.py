@@ -207,3 +207,49 @@ def test_initial_draw_has_two_classes() -> None:
     for seed in range(5):
         picked = simulation.initial_indices(y, 3, seed)
         assert len(set(picked.tolist())) == 3 and {y[i] for i in picked} == {"a", "b"}
+
+
+# ----------------------------------------------------------------------------- noisy labels
+
+
+def test_noise_flips_the_revealed_labels_not_the_test_split(tmp_path, capsys) -> None:
+    data = tmp_path / "tickets.jsonl"
+    data.write_text("".join(json.dumps({"text": t, "label": y}) + "\n" for t, y in _texts(30)))
+    reports = {}
+    for option in ([], ["--noise", "0.3"], ["--annotators", "0.9,0.9,spam"]):
+        out = tmp_path / f"r{len(reports)}.json"
+        code = main(["simulate", "--data", str(data), "--strategies", "margin", "--initial", "6", "--batch-size", "6",
+                     "--budget", "36", "--seeds", "2", "--json", str(out), "--no-progress", *option])
+        assert code == 0, capsys.readouterr().err
+        reports[" ".join(option)] = json.loads(out.read_text())
+    clean, flipped, crowd = reports[""], reports["--noise 0.3"], reports["--annotators 0.9,0.9,spam"]
+    assert clean["config"]["annotators"] is None and clean["strategies"]["margin"]["wrong_labels_per_seed"] == [0, 0]
+    assert flipped["config"]["annotators"] == "0.7" and flipped["config"]["expected_label_error"] == pytest.approx(0.3)
+    assert crowd["config"]["expected_label_error"] == pytest.approx((0.1 + 0.1 + 2 / 3) / 3)
+    for arm in ("margin", "random"):
+        wrong = flipped["strategies"][arm]["wrong_labels_per_seed"]
+        assert all(3 <= w <= 20 for w in wrong), wrong  # ~30 % of 36 labels
+    # Same split, start and seeds: the noise is the only difference, and it costs accuracy on the clean test split.
+    assert flipped["strategies"]["random"]["accuracy_mean"][-1] < clean["strategies"]["random"]["accuracy_mean"][-1]
+
+
+def test_noise_options_are_checked(capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["simulate", "--dataset", "digits", "--annotators", "0.9,maybe", "--no-progress"])
+    assert "'maybe' is neither an accuracy nor 'spam'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["simulate", "--dataset", "digits", "--noise", "1.2", "--no-progress"])
+    assert "--noise" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["simulate", "--dataset", "digits", "--noise", "0.1", "--annotators", "0.9", "--no-progress"])
+    assert "not allowed with" in capsys.readouterr().err
+
+
+def test_noisy_pool_labels_are_seeded_and_the_same_for_every_arm() -> None:
+    from model.crowd.profiles import noise_profile
+
+    y = ["a", "b", "c"] * 400
+    first = simulation.noisy_pool_labels(y, ["a", "b", "c"], noise_profile(0.1), seed=4)
+    assert first == simulation.noisy_pool_labels(y, ["a", "b", "c"], noise_profile(0.1), seed=4)
+    assert first != simulation.noisy_pool_labels(y, ["a", "b", "c"], noise_profile(0.1), seed=5)
+    assert np.mean([g != t for g, t in zip(first, y, strict=True)]) == pytest.approx(0.1, abs=0.03)
