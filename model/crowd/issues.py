@@ -32,6 +32,7 @@ from model.crowd.consensus import Consensus, crowdlab, majority_vote
 from model.uncertainty import AcquisitionFunction, uncertainty_for
 
 METHODS = ("self_confidence", "normalized_margin")
+FLAGS = ("confident_learning", "argmax")
 
 
 def cross_fitted_proba(make_estimator: Callable[[], Any], X: Sequence[Any], y: Sequence[str],
@@ -78,10 +79,11 @@ class LabelIssues:
     """Items ranked from most to least suspect: ``index`` (item), ``given``, ``suggested``, ``quality``.
 
     ``quality`` in [0, 1], lower = likelier wrong (:data:`METHODS`); ``suggested`` is the likeliest
-    other class for a flagged item, the likeliest class otherwise; ``flagged`` marks the confident
-    learning issues (the off-diagonal of ``confident_joint``, rows = given, columns = likely true),
-    and ``n_flagged`` is confident learning's estimate of how many labels are wrong. Items that
-    could not be scored (NaN probabilities) are left out.
+    other class for a flagged item, the likeliest class otherwise; ``flagged`` marks the likely
+    issues (``flag`` of :func:`label_issues`: the off-diagonal of ``confident_joint``, rows = given,
+    columns = likely true, or the posterior's argmax overturning the label), and ``n_flagged`` is the
+    estimate of how many labels are wrong. ``confident_joint`` is always confident learning's.
+    Items that could not be scored (NaN probabilities) are left out.
     """
 
     index: np.ndarray
@@ -143,13 +145,18 @@ def confident_learning(given: np.ndarray, proba: np.ndarray) -> tuple[np.ndarray
 
 
 def label_issues(given: Sequence[int] | Sequence[str], proba: np.ndarray, classes: Sequence[str],
-                 method: str = "self_confidence") -> LabelIssues:
-    """Rank the items by ``label_quality`` and flag the confident-learning issues.
+                 method: str = "self_confidence", flag: str = "confident_learning") -> LabelIssues:
+    """Rank the items by ``label_quality`` and flag the likely issues.
 
     ``given``: per item the label the project trains on (class names or indices; for several
     annotations per item, the majority vote: see :func:`crowd_label_issues`). ``proba``: honest
     ``(n, K)`` probabilities -- :func:`cross_fitted_proba`, or a consensus posterior built on them.
+    ``flag``: ``confident_learning`` (the off-diagonal of the confident joint: for a model's
+    probabilities, which are over- or under-confident per class) or ``argmax`` (the probabilities'
+    own decision differs from the given label: for a posterior that already weighs the evidence).
     """
+    if flag not in FLAGS:
+        raise ValueError(f"flag must be one of {FLAGS}, got {flag!r}")
     classes = tuple(str(c) for c in classes)
     codes = _codes(given, classes)
     proba = np.asarray(proba, dtype=np.float64)
@@ -161,6 +168,8 @@ def label_issues(given: Sequence[int] | Sequence[str], proba: np.ndarray, classe
     quality = label_quality(g, p, method)
     others = p.copy()
     others[np.arange(g.size), g] = -np.inf
+    if flag == "argmax":
+        confident = p.argmax(axis=1)
     flagged = (confident >= 0) & (confident != g)
     suggested = np.where(flagged, confident, np.where(p.argmax(axis=1) == g, g, others.argmax(axis=1)))
     order = np.lexsort((scored, quality))  # lowest quality first; ties in item order
@@ -175,10 +184,12 @@ def crowd_label_issues(ann: Annotations, consensus: Consensus, method: str = "se
     ``given`` is what the annotators said (the majority vote, ties to the posterior), the
     probabilities are ``consensus.proba`` (use :func:`model.crowd.consensus.dawid_skene` with the
     cross-fitted ``proba``: annotator reliability and the model together). An item whose vote the
-    posterior overturns is flagged with the posterior's class as the suggestion.
+    posterior overturns is flagged with the posterior's class as the suggestion (``flag="argmax"``:
+    confident learning's per-class thresholds would be set by the given labels' own share of the
+    posterior, which is why a posterior that includes them flags too few).
     """
     vote = majority_vote(ann, proba=consensus.proba)
-    return label_issues(vote.label, consensus.proba, ann.classes, method)
+    return label_issues(vote.label, consensus.proba, ann.classes, method, flag="argmax")
 
 
 def activelab_scores(ann: Annotations, proba: np.ndarray,

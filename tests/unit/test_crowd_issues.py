@@ -134,6 +134,11 @@ def test_crowd_label_issues_find_the_spammers_labels() -> None:
     precision = {name: float(np.mean(wrong[r.index[:k_wrong]]))
                  for name, r in (("crowd", crowd), ("model", model_only))}
     assert precision["crowd"] >= 0.5 and precision["crowd"] > precision["model"] + 0.05
+    flagged = crowd.index[crowd.flagged]  # where the posterior overturns the label
+    assert k_wrong / 3 <= flagged.size <= k_wrong and np.mean(wrong[flagged]) >= 0.8
+    assert all(crowd.suggested[crowd.flagged] != crowd.given[crowd.flagged])
+    with pytest.raises(ValueError, match="flag"):
+        label_issues(answers[:, 0], proba, classes, flag="vibes")
 
 
 def test_activelab_scores_match_cleanlab_and_prefer_split_items() -> None:
