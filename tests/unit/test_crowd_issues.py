@@ -166,3 +166,33 @@ def test_activelab_with_one_answer_per_item_matches_cleanlab() -> None:
     # Reference: cleanlab 2.9.0 get_active_learning_scores on the same single answers.
     assert labelled.tolist() == pytest.approx([0.577778, 0.511111, 0.577778, 0.377778], abs=1e-6)
     assert new.tolist() == pytest.approx([0.616667, 0.366667], abs=1e-6)
+
+
+def test_crowd_round_runs_the_steps_in_order_on_text() -> None:
+    from model.crowd import crowd_round
+
+    words = {"billing": "invoice refund charge", "shipping": "parcel courier tracking", "account": "password login"}
+    classes = sorted(words)
+    rng = np.random.default_rng(0)
+    truth = [classes[i % 3] for i in range(90)]
+    texts = [f"{rng.choice(words[t].split())} {rng.choice(words[t].split())} please help {i}"
+             for i, t in enumerate(truth)]
+    items, who, labels = [], [], []
+    for i, t in enumerate(truth):
+        items += [i, i]
+        who += ["careful", "spammer" if i % 2 else "careful2"]
+        labels += [t, classes[int(rng.integers(0, 3))] if i % 2 else t]
+    ann = Annotations.from_records(items, who, labels, classes, n_items=91)  # item 90: nobody labelled it
+    step = crowd_round(ann, [*texts, "unlabelled"], lambda: make_estimator("margin", "text", classes, False))
+    rows, targets = step.training_targets()
+    assert rows.tolist() == list(range(90)) and targets == truth  # the careful annotators win every split
+    assert np.isnan(step.proba[90]).all() and step.fold[90] == -1 and (step.fold[:90] >= 0).all()
+    assert step.annotators[-1].annotator == "spammer"
+    summary = step.summary(issues=3)
+    assert (summary["tasks"], summary["annotations"], summary["multi_annotated_tasks"]) == (90, 180, 90)
+    assert len(summary["label_issues"]) == 3 and summary["annotators"][-1]["annotator"] == "spammer"
+    with pytest.raises(ValueError, match="method"):
+        crowd_round(ann, texts, lambda: None, method="vibes")
+    alone = crowd_round(Annotations.from_records([0], ["u"], ["billing"], classes), ["x"],
+                        lambda: make_estimator("margin", "text", classes, False))
+    assert alone.training_targets()[1] == ["billing"]  # one item: no honest score, the annotation alone
