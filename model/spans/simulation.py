@@ -180,12 +180,73 @@ def metric_at_tokens(curve: dict[str, Any], tokens: int, metric: str = "f1") -> 
     """The ``metric`` a curve had reached within ``tokens`` labelled tokens (its last round at or under the
     budget); for an aggregate, the mean over seeds of each seed's value. None if no round fits the budget."""
     if "tokens_per_seed" in curve:
-        values = [_at_tokens(t, m, tokens) for t, m in zip(curve["tokens_per_seed"], curve[f"{metric}_per_seed"],
-                                                              strict=True)]
+        values = values_at_tokens(curve, tokens, metric)
         return None if any(v is None for v in values) else float(np.mean(values))
     return _at_tokens(curve["tokens_labelled"], curve[metric], tokens)
+
+
+def values_at_tokens(curve: dict[str, Any], tokens: int, metric: str = "f1") -> list[float | None]:
+    """Per seed of an aggregate, the ``metric`` reached within ``tokens`` labelled tokens (None: no round fits),
+    so a token budget gets a spread over seeds as a document budget does."""
+    return [_at_tokens(t, m, tokens) for t, m in zip(curve["tokens_per_seed"], curve[f"{metric}_per_seed"],
+                                                      strict=True)]
 
 
 def _at_tokens(spent: Sequence[int], values: Sequence[float], budget: int) -> float | None:
     fitting = [v for t, v in zip(spent, values, strict=True) if t <= budget]
     return float(fitting[-1]) if fitting else None
+
+
+def area_differences(arm: dict[str, Any], control: dict[str, Any], metric: str = "f1",
+                     axis: str = "documents") -> list[float | None]:
+    """Per seed, the arm's mean ``metric`` over the labelling cost minus the control's (both aggregates of
+    the same seeds, so seed ``s`` of each shares the split, the start and the test set: a paired figure).
+
+    ``axis="documents"``: the normalised area (:func:`model.simulation.curve_area`) over the document
+    grid both share. ``axis="tokens"``: each curve is read as ``metric`` against tokens labelled,
+    linearly between rounds, over the token range both curves of that seed cover (from the shared
+    start to the smaller final count) -- an arm that reads more per document is compared at equal
+    reading, not at equal document count. None for a seed whose curves share no token range.
+    """
+    from model.simulation import curve_area
+
+    if axis not in ("documents", "tokens"):
+        raise ValueError(f"axis must be 'documents' or 'tokens', got {axis!r}")
+    if list(arm["labels"]) != list(control["labels"]):
+        raise ValueError("arm and control curves have different document grids")
+    out: list[float | None] = []
+    pairs = zip(arm[f"{metric}_per_seed"], control[f"{metric}_per_seed"], arm["tokens_per_seed"],
+                control["tokens_per_seed"], strict=True)
+    for mine, theirs, my_tokens, their_tokens in pairs:
+        if axis == "documents":
+            out.append(curve_area(arm["labels"], mine) - curve_area(arm["labels"], theirs))
+            continue
+        low, high = max(my_tokens[0], their_tokens[0]), min(my_tokens[-1], their_tokens[-1])
+        if high <= low:
+            out.append(None)
+            continue
+        points = np.unique(np.concatenate([[low, high], my_tokens, their_tokens]).astype(np.float64))
+        points = points[(points >= low) & (points <= high)]
+        out.append(curve_area(points, np.interp(points, my_tokens, mine))
+                   - curve_area(points, np.interp(points, their_tokens, theirs)))
+    return out
+
+
+def full_pool_scores(texts: Sequence[str], spans: Sequence[Sequence[dict[str, Any]]], seed: int = 0,
+                     test_size: float | int = 0.25, labels: Sequence[str] | None = None,
+                     tagger_params: dict[str, Any] | None = None) -> dict[str, float]:
+    """The ceiling of one seed's replay: a tagger trained on that seed's whole pool, scored on its test split.
+
+    Same split and label set as :func:`run_span_curve` with that ``seed``; "documents to 90 % of the
+    full-pool F1" is read against it. Returns ``f1``, ``token_f1``, ``precision``, ``recall``,
+    ``fit_seconds`` and ``n_pool``.
+    """
+    names = list(labels) if labels is not None else sorted({s["label"] for doc in spans for s in doc})
+    pool, test = split_documents(len(texts), test_size, seed)
+    params = {**(tagger_params or {}), "labels": names, "random_state": seed * 1000}
+    tagger, seconds = _fit(params, [texts[i] for i in pool], [list(spans[i]) for i in pool])
+    test_texts = [texts[i] for i in test]
+    figures = evaluate_spans([list(spans[i]) for i in test], tagger.predict(test_texts), texts=test_texts,
+                             labels=names)
+    return {**{key: float(figures[key]) for key in ("f1", "token_f1", "precision", "recall")},
+            "fit_seconds": seconds, "n_pool": len(pool)}
