@@ -12,7 +12,9 @@ revealed from the ground truth. After every round the tagger is scored on a held
 
 Labelling cost is reported two ways, since a span strategy may prefer long documents: documents
 labelled (the grid, the same for every arm) and tokens labelled (cumulative, per round: what the
-annotators read). :func:`metric_at_tokens` reads a curve at a token budget.
+annotators read). :func:`metric_at_tokens` reads a curve at a token budget (:func:`values_at_tokens`
+per seed); :func:`area_differences` compares an arm with the control seed by seed on either axis;
+:func:`full_pool_scores` is the ceiling, a tagger trained on a seed's whole pool.
 
 Fairness, for one ``seed`` (as in :mod:`model.simulation`): the pool / test split and the initial
 documents depend on the seed only, so every arm starts from the same labels and is scored on the
