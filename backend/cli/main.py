@@ -1,5 +1,5 @@
 """`labelloop` command line: serve (gunicorn), worker (train without serving), train (one iteration, for cron),
-history, autolabel, report, doctor, simulate, db upgrade.
+history, autolabel, report, doctor, simulate (-detection, -spans), db upgrade.
 
 Every command finds the data the same way, whatever the working directory (see ``DATA_HELP``); read-only
 commands never create a database. Logging is quiet (warnings, and an error as one line) unless ``-v``;
@@ -522,6 +522,9 @@ def build_parser() -> argparse.ArgumentParser:
     from backend.cli import simulate_detection
 
     simulate_detection.add_parser(sub)
+    from backend.cli import simulate_spans
+
+    simulate_spans.add_parser(sub)
 
     db = sub.add_parser("db", help="database maintenance")
     db_sub = db.add_subparsers(dest="db_command", required=True)
