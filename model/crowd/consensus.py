@@ -89,9 +89,9 @@ def majority_vote(ann: Annotations, weights: np.ndarray | None = None, proba: np
     ``weights`` (one per annotator, e.g. :attr:`model.crowd.annotators.AnnotatorStats.weight`)
     down-weight unreliable annotators; a weight of 0 silences one.
     """
+    if weights is not None and (np.shape(weights) != (ann.n_annotators,) or np.any(np.asarray(weights) < 0)):
+        raise ValueError(f"annotator weights must be {ann.n_annotators} numbers >= 0 (one per annotator)")
     votes = ann.votes(weights)
-    if weights is not None and np.any(np.asarray(weights) < 0):
-        raise ValueError("annotator weights must be >= 0")
     top = votes.max(axis=1, keepdims=True)
     annotated = ann.per_item() > 0
     candidates = (votes >= top - 1e-12) & annotated[:, None]
@@ -125,7 +125,7 @@ def dawid_skene(ann: Annotations, proba: np.ndarray | None = None, max_iter: int
     posterior[~annotated] = 1.0 / ann.n_classes
     pseudo = _confusion_prior(ann.n_classes, prior_strength, prior_accuracy)
     iterations = 0
-    for iterations in range(1, max_iter + 1):  # noqa: B007  (the count is reported)
+    for iterations in range(1, max_iter + 1):  # noqa: B007  (the count is reported after the loop)
         confusion = _m_step(ann, posterior, pseudo)
         shares = posterior[annotated].mean(axis=0) if annotated.any() else np.full(ann.n_classes, 1 / ann.n_classes)
         prior = np.broadcast_to(np.clip(shares, _FLOOR, None), posterior.shape) if model is None else model
