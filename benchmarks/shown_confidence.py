@@ -1,8 +1,9 @@
 """Is the confidence annotators read in Label Studio a probability they can believe, early in a project?
 
 What Label Studio shows per region is the probability that the shown label is right (a round's
-``decision`` for the task, ``model.scored.Scored.decision``); the task-level ``score`` orders the queue
-and is not a confidence. This replays "a fresh project at N labels" per (data set, seed): N tasks drawn
+``Scored.display``: the model's probability softened by a temperature fitted on the round's validation
+split, ``model.calibration.shown_temperature``; ``--raw`` shows the model's own); the task-level ``score``
+orders the queue and is not a confidence. This replays "a fresh project at N labels" per (data set, seed): N tasks drawn
 at random are labelled, 20 % of them held out as the server's validation split, the project's default
 model (strategy "auto": BALD's MLP on text, margin's logistic model for a named logreg) is fitted on
 the rest exactly as a round builds it (``backend.service.models.build_estimator``), and every task
@@ -42,6 +43,14 @@ BANDS = (0.0, 0.5, 0.7, 0.8, 0.9, 0.95, 1.0001)
 PAIRS = list(zip(BANDS[:-1], BANDS[1:], strict=True))
 
 
+def shown_ece(shown: np.ndarray, right: np.ndarray, bins: int = 15) -> float:
+    """Expected calibration error of what is shown (top-label confidence against being right), 15 bins."""
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(shown, edges[1:-1]), 0, bins - 1)
+    return float(sum(abs(right[which == b].mean() - shown[which == b].mean()) * (which == b).mean()
+                     for b in range(bins) if (which == b).any()))
+
+
 def keep_largest(texts: list[str], labels: list[str], n_classes: int) -> tuple[list[str], list[str]]:
     top = {c for c, _ in Counter(labels).most_common(n_classes)}
     pairs = [(t, y) for t, y in zip(texts, labels, strict=True) if y in top]
@@ -49,17 +58,22 @@ def keep_largest(texts: list[str], labels: list[str], n_classes: int) -> tuple[l
 
 
 def one_run(texts: list[str], labels: list[str], classes: list[str], n_labels: int, seed: int, pool: int,
-            strategy: str) -> dict[str, float]:
+            strategy: str, raw: bool = False) -> dict[str, float]:
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(texts))[: n_labels + pool]
     labelled, rest = order[:n_labels], order[n_labels:]
-    train = labelled[: int(round(n_labels * 0.8))]  # the validation split (20 %) is held out as on the server
+    cut = int(round(n_labels * 0.8))  # the validation split (20 %) is held out as on the server
+    train, validation = labelled[:cut], labelled[cut:]
     spec = ChoicesTask(from_name="c", to_name="t", data_key="text", modality="text", labels=tuple(classes))
     policy = ProjectPolicy(strategy=strategy)
     estimator = build_estimator(policy, spec, random_state=0)
     estimator.fit([texts[i] for i in train], [labels[i] for i in train])
-    scored = score(estimator, resolve_strategy(strategy, "auto", spec), [texts[i] for i in rest])
-    shown = scored.decision
+    name = resolve_strategy(strategy, "auto", spec)
+    if not raw:  # as a round does (evaluate_split): soften what is shown on the validation split
+        val = score(estimator, name, [texts[i] for i in validation])
+        spec.calibrate_shown(estimator, val.probs, [[labels[i]] for i in validation])
+    scored = score(estimator, name, [texts[i] for i in rest])
+    shown = scored.display
     right = np.array([scored.labels[k][0] == labels[i] for k, i in enumerate(rest)])
     truth = np.array([classes.index(labels[i]) for i in rest])
     high = shown >= SHOWN
@@ -69,6 +83,7 @@ def one_run(texts: list[str], labels: list[str], classes: list[str], n_labels: i
         "n_high": int(high.sum()),
         "accuracy": float(right.mean()),
         "ece": float(expected_calibration_error(scored.probs, truth)),
+        "ece_shown": shown_ece(shown, right),
         "max_shown": float(shown.max()),
         **{f"band_{lo:g}": float(right[(shown >= lo) & (shown < hi)].mean())
            if ((shown >= lo) & (shown < hi)).any() else float("nan") for lo, hi in PAIRS},
@@ -83,18 +98,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--classes", type=int, default=8)
     parser.add_argument("--pool", type=int, default=1500)
     parser.add_argument("--strategies", default="auto,margin")
+    parser.add_argument("--raw", action="store_true", help="show the model's own probabilities (no validation "
+                        "softening), as before the round calibrated what is shown")
     args = parser.parse_args(argv)
     started = time.perf_counter()
     print(f"fresh project at {args.labels} labels (80 % train / 20 % validation), {args.seeds} seeds; "
           f"shown = the probability Label Studio shows per region; 'right' = share of shown-confidence >= {SHOWN} "
           "tasks whose label is right")
     print(f"{'set':<12}{'classes':>8}{'strategy':>10}{'accuracy':>10}{'>=0.9 share':>13}{'>=0.9 right':>13}"
-          f"{'worst seed':>12}{'ECE':>8}{'max shown':>11}")
+          f"{'worst seed':>12}{'ECE model':>11}{'ECE shown':>11}")
     for name in args.data.split(","):
         texts, labels = keep_largest(*datasets.load(name), args.classes)
         classes = sorted(set(labels))
         for strategy in args.strategies.split(","):
-            runs = [one_run(texts, labels, classes, args.labels, seed, args.pool, strategy)
+            runs = [one_run(texts, labels, classes, args.labels, seed, args.pool, strategy, args.raw)
                     for seed in range(args.seeds)]
             right = [r["high_right"] for r in runs if r["n_high"]]
             pooled = sum(r["high_right"] * r["n_high"] for r in runs if r["n_high"]) / max(
@@ -102,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name:<12}{len(classes):>8}{strategy:>10}{np.mean([r['accuracy'] for r in runs]):>10.3f}"
                   f"{np.mean([r['high_share'] for r in runs]):>13.3f}"
                   f"{(pooled if right else float('nan')):>13.3f}{(min(right) if right else float('nan')):>12.3f}"
-                  f"{np.mean([r['ece'] for r in runs]):>8.3f}{np.mean([r['max_shown'] for r in runs]):>11.3f}")
+                  f"{np.mean([r['ece'] for r in runs]):>11.3f}{np.mean([r['ece_shown'] for r in runs]):>11.3f}")
             bands = "  ".join(f"[{lo:g},{hi:g}): {np.nanmean([r[f'band_{lo:g}'] for r in runs]):.2f}"
                               for lo, hi in PAIRS if any(not np.isnan(r[f'band_{lo:g}']) for r in runs))
             print(f"{'':<12}right per shown band: {bands}")

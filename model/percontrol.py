@@ -80,4 +80,6 @@ class PerControl(BaseEstimator):
             confidence=confidence_score(uncertainty),
             decision=np.vstack([p.decision for p in parts.values()]).min(axis=0),
             features=self.transform(X) if with_features else None,
+            shown=None if all(p.shown is None for p in parts.values())
+            else np.vstack([p.display for p in parts.values()]).min(axis=0),
         )

@@ -21,8 +21,9 @@ class Scored:
     ``labels`` holds each item's prediction in its family's JSON-able form (class names, boxes,
     spans, or ``{control: answer}`` for several controls); ``confidence`` is ``1 - uncertainty``
     (the score Label Studio orders by: lower = served first); ``decision`` is the probability that
-    the prediction is right (what auto-labelling thresholds); ``features`` are kept only when a
-    queue asked for them.
+    the prediction is right (what auto-labelling thresholds); ``shown``, when set, is that probability
+    as annotators read it (softened on the round's validation split, model.calibration.shown_temperature;
+    :attr:`display` falls back to ``decision``); ``features`` are kept only when a queue asked for them.
     """
 
     probs: np.ndarray
@@ -31,16 +32,22 @@ class Scored:
     confidence: np.ndarray
     decision: np.ndarray
     features: Any = None
+    shown: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    @property
+    def display(self) -> np.ndarray:
+        """The probability a prediction's regions show (see the class docstring)."""
+        return self.decision if self.shown is None else self.shown
 
     def take(self, indices: np.ndarray) -> Scored:
         """The rows at ``indices`` (in that order)."""
         idx = np.asarray(indices, dtype=int)
         features = self.features[idx] if self.features is not None else None
         return Scored(self.probs[idx], [self.labels[i] for i in idx], self.uncertainty[idx], self.confidence[idx],
-                      self.decision[idx], features)
+                      self.decision[idx], features, None if self.shown is None else self.shown[idx])
 
     @classmethod
     def empty(cls, width: int = 0, with_features: bool = False) -> Scored:

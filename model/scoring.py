@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from model.calibration import shown_confidence
 from model.queue import (
     QueueStrategy,
     blend_orders,
@@ -49,6 +50,7 @@ def score(estimator: Any, strategy: AcquisitionFunction | str, X: Sequence[Any],
     if len(X) == 0:
         return Scored.empty(len(getattr(estimator, "classes_", ())), with_features)
     probs, uncertainty = uncertainty_for(estimator, strategy, X, multi_label=multi_label)
+    temperature = float(getattr(estimator, "shown_temperature_", 1.0))
     return Scored(
         probs=probs,
         labels=labels_from_proba(estimator.classes_, probs, multi_label),
@@ -56,6 +58,7 @@ def score(estimator: Any, strategy: AcquisitionFunction | str, X: Sequence[Any],
         confidence=confidence_score(uncertainty),
         decision=decision_confidence(probs, multi_label=multi_label),
         features=estimator.transform(X) if with_features else None,
+        shown=shown_confidence(probs, temperature) if temperature != 1.0 and not multi_label else None,
     )
 
 
@@ -73,6 +76,7 @@ def score_batches(estimator: Any, strategy: AcquisitionFunction | str, batches: 
         confidence=np.concatenate([p.confidence for p in parts]),
         decision=np.concatenate([p.decision for p in parts]),
         features=_stack([p.features for p in parts]) if with_features else None,
+        shown=None if all(p.shown is None for p in parts) else np.concatenate([p.display for p in parts]),
     )
 
 

@@ -138,14 +138,14 @@ def run_autolabel(
             scored = score(estimator, strategy, inputs)
             has_version = {int(t["id"]) for t in block if _has_prediction(t, state.version)}
             new = []
-            for tid, lab, confidence, conf in zip(ids, scored.labels, scored.confidence, scored.decision,
-                                                  strict=True):
+            for tid, lab, confidence, conf, shown in zip(ids, scored.labels, scored.confidence, scored.decision,
+                                                         scored.display, strict=True):
                 confidence_of[tid] = spec.item_confidence(lab, float(conf))
                 units_of[tid] = spec.unit_scores(lab)
                 if tid in has_version:
                     already += 1
                 else:
-                    new.append({"task": tid, **spec.prediction(lab, float(confidence), state.version, float(conf))})
+                    new.append({"task": tid, **spec.prediction(lab, float(confidence), state.version, float(shown))})
             if new:
                 pushed += gateway.import_predictions(project.id, new, push_batch_size)
         report("predicting", min(start + chunk, total), total)

@@ -56,7 +56,7 @@ def predict_tasks(services: Services, project_id: int, tasks: list[dict[str, Any
         estimator = services.models.load(project_id, state.version, state.iteration_id,
                                          trusted_types(state.model, state.trusted_types))
         scored = score_batches(estimator, resolve_strategy(state.strategy, state.model, spec), batches)
-        for i, lab, s, sure in zip(todo, scored.labels, scored.confidence, scored.decision, strict=True):
+        for i, lab, s, sure in zip(todo, scored.labels, scored.confidence, scored.display, strict=True):
             results[i] = spec.prediction(lab, s, state.version, sure)
         if len(todo) >= size:  # a full batch's features and samples are freed now: hand them back
             release_free_heap()

@@ -212,7 +212,10 @@ def evaluate_split(estimator: Any, strategy: str, spec: TaskType, split: Split,
     if not split.val_x:
         return Evaluation()
     val = score(estimator, strategy, split.val_x)
-    report = spec.evaluate(split.val_y, val.labels, val.probs)
+    report = spec.evaluate(split.val_y, val.labels, val.probs)  # the model's own calibration (ECE), before
+    temperature = spec.calibrate_shown(estimator, val.probs, split.val_y)
+    if temperature is not None:
+        metrics["shown_temperature"] = round(temperature, 4)
     metrics["per_class"] = report["per_class"]
     metrics["confusion"] = report.get("confusion")
     # Every headline figure the task type reports (detection: map50, map50_95 next to accuracy = map50).
@@ -307,7 +310,7 @@ def score_rows(pool_ids: list[int], pool: Scored, queued: Ordered, difficulty: n
     return [
         {"task_id": tid, "predicted": labels, "score": float(s), "confidence": round(float(c), 6),
          "uncertainty": float(u), "difficulty": str(d), "rank": int(r), "stream": str(v)}
-        for tid, labels, s, c, u, d, r, v in zip(pool_ids, pool.labels, queued.scores, pool.decision,
+        for tid, labels, s, c, u, d, r, v in zip(pool_ids, pool.labels, queued.scores, pool.display,
                                                   pool.uncertainty, difficulty, queued.rank, stream, strict=True)
     ]
 
@@ -617,7 +620,7 @@ class IterationRunner:
             size = self._head_size(project, iteration)
             head = queued.order[:size] if size else queued.order
             predictions = [{"task": pool_ids[i], **spec.prediction(pool.labels[i], queued.scores[i], iteration.version,
-                                                                   pool.decision[i])} for i in head]
+                                                                   pool.display[i])} for i in head]
             metrics["label_studio"] = self._publish(gateway, project, iteration, predictions, still_owner)
             metrics["label_studio"]["served_by_predict"] = len(pool_ids) - len(predictions)
             metrics["label_studio"]["head"] = size

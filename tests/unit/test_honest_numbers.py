@@ -71,3 +71,41 @@ def test_each_region_carries_the_probability_of_its_label_and_the_task_score_ord
     answered = client.post("/predict", json={"project": "1.1", "tasks": [pool_task, unseen]}).get_json()["results"]
     assert answered[0]["result"][0]["score"] == pytest.approx(rows[pool_task["id"]].confidence, abs=1e-4)
     assert 0.5 <= answered[1]["result"][0]["score"] <= 1.0 and answered[1]["result"][0]["value"]["choices"] == ["pos"]
+
+
+def test_the_shown_temperature_softens_an_overconfident_model_and_never_sharpens() -> None:
+    from model.calibration import shown_confidence, shown_temperature
+
+    rng = np.random.default_rng(0)
+    truth = rng.integers(0, 4, 200)
+    right = rng.random(200) < 0.6  # right 60 % of the time ...
+    guess = np.where(right, truth, (truth + 1) % 4)
+    sure = np.full((200, 4), 0.01)
+    sure[np.arange(200), guess] = 0.97  # ... and 97 % sure every time
+    t = shown_temperature(sure, truth)
+    assert t > 1.5 and abs(float(shown_confidence(sure, t).mean()) - 0.6) < 0.1
+    timid = np.full((200, 4), 0.2)
+    timid[np.arange(200), truth] = 0.4  # always right, 40 % sure: shown as it is, not sharpened
+    assert shown_temperature(timid, truth) == pytest.approx(1.0, abs=1e-3)
+    assert shown_temperature(sure[:3], truth[:3]) == 1.0  # too few rows: nothing fitted
+    assert np.array_equal(shown_confidence(sure, 1.0), sure.max(axis=1))
+
+
+def test_a_round_fits_what_is_shown_on_its_validation_split(app_env) -> None:
+    client, services, gateway = app_env
+    assert setup_project(client, extra_params={"strategy": "bald"}).status_code == 200
+    services.jobs.trigger(1, "START_TRAINING", background=False)
+    services.jobs.drain(1)
+    (it,) = services.store.iterations(1)
+    assert it.status == "succeeded", it.error
+    t = it.metrics["shown_temperature"]
+    assert 1.0 <= t <= 20.0
+    estimator = services.models.load(1, it.version, it.id)
+    assert estimator.shown_temperature_ == pytest.approx(t, abs=1e-4)  # /predict shows the same
+    rows = {r.task_id: r for r in services.store.task_scores(it.id)}
+    from model.scoring import score
+    texts = [task["data"]["text"] for task in gateway.tasks if task["id"] in rows]
+    ids = [task["id"] for task in gateway.tasks if task["id"] in rows]
+    scored = score(estimator, "bald", texts)
+    assert np.allclose([rows[i].confidence for i in ids], scored.display, atol=1e-5)
+    assert (scored.display <= scored.decision + 1e-9).all()  # softened, never sharpened

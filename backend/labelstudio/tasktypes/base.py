@@ -87,6 +87,12 @@ class TaskType(ABC):
         """
         return None
 
+    def calibrate_shown(self, estimator: Any, probs: np.ndarray, truth: Sequence[Any]) -> float | None:
+        """Fit what annotators read as a prediction's confidence on the validation split (``probs`` of its
+        tasks, their ``truth``), stored on ``estimator``; None when the task type shows no such number
+        (boxes and spans score their own regions)."""
+        return None
+
     def unit_scores(self, predicted: Any) -> list[float]:
         """The scores of the units (see :attr:`coverage_unit`) a prediction shows annotators."""
         return []

@@ -10,7 +10,7 @@ import numpy as np
 
 from backend.errors import BadInput, UnsupportedConfig
 from backend.labelstudio.tasktypes.base import TaskType
-from model.calibration import expected_calibration_error
+from model.calibration import expected_calibration_error, shown_temperature
 from model.evaluation import evaluate
 from model.stopping import prediction_agreement_kappa
 
@@ -86,6 +86,14 @@ class ChoicesTask(TaskType):
                           multi_label=self.multi_label)
         report["ece"] = expected_calibration_error(probs, self._truth(truth), multi_label=self.multi_label)
         return report
+
+    def calibrate_shown(self, estimator: Any, probs: np.ndarray, truth: Sequence[Sequence[str]]) -> float | None:
+        """A softening temperature for the shown choice's probability (model.calibration.shown_temperature),
+        kept on the estimator as ``shown_temperature_`` so /predict shows the same; single-label only."""
+        if self.multi_label or not len(truth):
+            return None
+        estimator.shown_temperature_ = shown_temperature(probs, self._truth(truth))
+        return float(estimator.shown_temperature_)
 
     def agreement(self, before: Sequence[Sequence[str]], after: Sequence[Sequence[str]]) -> float | None:
         return prediction_agreement_kappa(self.model_targets(before), self.model_targets(after),
