@@ -137,9 +137,12 @@ def test_autolabel_report_and_stopping_signal(label_studio, backend_server_facto
     assert {p.model_version for p in ls.predictions.list(project=project.id)} == {version, "it-4"}
     assert all(any(p.model_version == version for p in ls.predictions.list(task=t)) for t in test_ids)
 
-    # History shows the trust columns; the report writes a page with its plots.
+    # History shows the trust columns (the 100-column table the stopping signal and the intervals; --wide all of
+    # them, ECE included); the report writes a page with its plots.
     history = cli(server, "history", "--project", str(project.id)).stdout
-    assert "ECE" in history and "STOP" in history
+    assert "STOP" in history and "[" in history and max(len(line) for line in history.splitlines()) <= 100
+    wide = cli(server, "history", "--project", str(project.id), "--wide").stdout
+    assert "ECE" in wide and "STOP" in wide
     cli(server, "report", "--project", str(project.id), "--out", str(tmp_path / "report"))
     page = (tmp_path / "report" / "index.html").read_text()
     assert "data:image/png;base64," in page and version in page

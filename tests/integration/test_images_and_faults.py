@@ -81,14 +81,17 @@ def test_unreachable_label_studio_fails_the_iteration_with_the_reason(backend_se
     })
     config = ('<View><Text name="text" value="$text"/><Choices name="c" toName="text"><Choice value="a"/>'
               '<Choice value="b"/></Choices></View>')
-    assert requests.post(f"{server.url}/setup", json={"project": "5.1", "schema": config},
-                         timeout=10).status_code == 200
+    # /setup tells Label Studio (its dialog shows the reason phrase) that labelloop cannot reach it, and why.
+    setup = requests.post(f"{server.url}/setup", json={"project": "5.1", "schema": config}, timeout=10)
+    assert setup.status_code == 424 and setup.json()["field"] == "label_studio_url"
+    assert "cannot reach Label Studio" in setup.reason and "LABEL_STUDIO_URL" in setup.reason
     resp = requests.post(f"{server.url}/webhook", json={"action": "START_TRAINING", "project": {"id": 5}}, timeout=10)
     assert resp.status_code == 200
     it = wait_finished(server, 5, 1, timeout=120)
     # The round's first call to Label Studio is the export of the labelled tasks: its step and the cause are named.
     assert it["status"] == "failed" and "LabelStudioError" in it["error"]
     assert "reading the labelled tasks of project 5" in it["error"] and "Connection refused" in it["error"]
+    assert "Fix: set LABEL_STUDIO_URL" in it["error"] and it["metrics"]["failure"]["kind"] == "unreachable"
     # Serving goes on: no model yet, so no predictions, and no error.
     out = requests.post(f"{server.url}/predict", json={"project": "5.1", "tasks": [{"id": 1, "data": {"text": "x"}}]},
                         timeout=10)
