@@ -66,6 +66,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--budget", type=int, default=200)
     parser.add_argument("--report-at", default="20,40,60,100,140,200", help="document budgets of the tables")
     parser.add_argument("--tie", type=float, default=0.005, help="W/T/L tie below this area difference (F1)")
+    parser.add_argument("--full-pool-share", type=float, default=0.9,
+                        help="documents and tokens to reach this share of the full-pool F1 (default %(default)s)")
     parser.add_argument("--jobs", type=int, default=2, help="worker processes over curves")
     parser.add_argument("--out", type=Path, default=Path("/tmp/labelloop-spans"), help="JSON and Markdown here")
     parser.add_argument("--plot-dir", type=Path, help="write spans_curve_<set>.png here (e.g. docs/assets)")
@@ -109,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
             seconds = round(time.perf_counter() - t0, 1)
             raw_path.write_text(json.dumps({"curves": curves, "full_pool": full_pool, "seconds": seconds}) + "\n",
                                 encoding="utf-8")
-        report = build_report(plan, curves, full_pool, report_at, tie=args.tie,
+        report = build_report(plan, curves, full_pool, report_at, share=args.full_pool_share, tie=args.tie,
                               extra={"seconds": seconds, "jobs": args.jobs, "source": f"benchmarks/data/{name}.jsonl",
                                      "command": " ".join(sys.argv)})
         console.print(headline(report))
